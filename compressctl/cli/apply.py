@@ -1,0 +1,71 @@
+"""``compressctl apply RECIPE``: run a recipe and report."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from compressctl.cli.common import handle_errors, is_interactive, setup_logging, stderr_console
+from compressctl.errors import EXIT_GATE_FAILED
+
+
+def apply(
+    recipe: Path = typer.Argument(..., help="Recipe YAML file."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="The run's folder (default: recipe output, else out/<name>)."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a field: --set stages[1].amount=0.3 (repeatable)."),
+    provider: list[str] = typer.Option([], "--provider", help="Execution provider to measure on (repeatable)."),
+    json_out: bool = typer.Option(False, "--json", help="Print report.json to stdout and nothing else there."),
+    force: bool = typer.Option(False, "--force", help="Ignore cached stage outputs."),
+    wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for a locked output folder."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="Only warnings and errors on stderr."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Run a recipe: stages, ONNX artifacts, and a measured report."""
+    with handle_errors(debug):
+        from compressctl.cli.progress import make_progress
+        from compressctl.pipeline import apply as run_recipe
+        from compressctl.recipe import load_recipe
+
+        setup_logging(verbose, quiet)
+        loaded = load_recipe(recipe, overrides)
+        console = stderr_console()
+        progress = make_progress(is_interactive() and not quiet, console)
+        try:
+            report = run_recipe(loaded, output, providers=provider or None, force=force, progress=progress, wait=wait)
+        finally:
+            progress.close()
+        if json_out:
+            from compressctl.report.write import report_json
+
+            sys.stdout.write(report_json(report) + "\n")
+        elif not quiet:
+            print_summary(report, console)
+    if not report["passed"]:
+        raise typer.Exit(EXIT_GATE_FAILED)
+
+
+def print_summary(report: dict, console) -> None:
+    from rich.table import Table
+
+    from compressctl.report.tables import gate_rows, model_rows
+
+    header, rows = model_rows(report)
+    table = Table(title=f"{report['recipe']['name']}", title_justify="left")
+    for column in header:
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    gates = gate_rows(report)
+    if gates:
+        gate_table = Table(title="gates", title_justify="left")
+        for column in ("gate", "limit", "value", "result"):
+            gate_table.add_column(column)
+        for row in gates:
+            gate_table.add_row(*row)
+        console.print(gate_table)
+    console.print(f"report: {Path(report['output_dir']) / 'report.md'}")
+    console.print("result: " + ("passed" if report["passed"] else "GATE FAILED"))

@@ -1,0 +1,89 @@
+"""``validate``, ``schema`` and ``runners``: inspect recipes and stage types without running."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from compressctl.cli.common import error, handle_errors
+from compressctl.errors import EXIT_BAD_INPUT, RecipeError
+
+
+def validate(
+    recipes: list[Path] = typer.Argument(..., help="Recipe files."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a field (repeatable)."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Check recipes without running anything; every problem of every file is listed."""
+    from compressctl.recipe import load_recipe
+
+    failed = False
+    with handle_errors(debug):
+        for path in recipes:
+            try:
+                recipe = load_recipe(path, overrides)
+                _check_plan(recipe)
+            except RecipeError as exc:
+                failed = True
+                for problem in exc.problems:
+                    error(problem)
+                continue
+            except Exception as exc:
+                from compressctl.errors import UserError
+
+                if not isinstance(exc, UserError):
+                    raise
+                failed = True
+                error(f"{path}: {exc}")
+                continue
+            typer.echo(f"{path}: ok ({len(recipe.stages)} stages)")
+    if failed:
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _check_plan(recipe) -> None:
+    """Stage order is part of validity (torch stages after ONNX stages are refused)."""
+    from compressctl.pipeline import plan_stages
+
+    plan_stages(recipe)
+
+
+def schema() -> None:
+    """Print the JSON Schema of the recipe format."""
+    from compressctl.recipe import recipe_schema
+
+    typer.echo(json.dumps(recipe_schema(), indent=2))
+
+
+def runners(
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """List stage types with their options and defaults."""
+    from compressctl.registry import registry
+
+    listing = []
+    for name, runner in sorted(registry.all().items()):
+        options = []
+        for field_name, info in runner.config_model.model_fields.items():
+            if field_name == "type":
+                continue
+            default = info.get_default(call_default_factory=True)
+            if hasattr(default, "model_dump"):
+                default = default.model_dump()
+            options.append({"name": field_name, "default": default, "description": info.description or ""})
+        listing.append(
+            {"type": name, "consumes": runner.consumes, "produces": runner.produces, "summary": runner.summary,
+             "origin": registry.origin(name), "options": options}
+        )
+    if json_out:
+        typer.echo(json.dumps(listing, indent=2, default=str))
+        return
+    for item in listing:
+        typer.echo(f"{item['type']}  ({item['consumes']} → {item['produces']})  {item['summary']}")
+        for option in item["options"]:
+            typer.echo(f"    {option['name']} = {json.dumps(option['default'], default=str)}  — {option['description']}")
+        typer.echo("")
+    for name, why in registry.broken.items():
+        typer.echo(f"{name}  (plugin failed to load: {why})")

@@ -1,0 +1,1 @@
+"""Measurement of ONNX models: latency on ONNX Runtime providers, size, MACs, metrics."""

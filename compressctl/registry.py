@@ -1,0 +1,105 @@
+"""One registry of stage runners: built-ins first, then the entry point group.
+
+Third-party packages add runners through the ``compressctl.runners`` entry
+point group; each entry point names a ``Runner`` subclass. Entry points are
+loaded once, on first use. A duplicate stage type is an error naming both
+classes; a plugin that fails to import is reported and only fatal when a
+recipe uses it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from importlib.metadata import entry_points
+
+from compressctl.errors import UserError
+from compressctl.runners.base import Runner
+
+ENTRY_POINT_GROUP = "compressctl.runners"
+
+BUILTIN_RUNNERS = (
+    "compressctl.runners.train:TrainRunner",
+    "compressctl.runners.train:FinetuneRunner",
+    "compressctl.runners.prune:PruneRunner",
+    "compressctl.runners.distill:DistillRunner",
+    "compressctl.runners.lowrank:LowRankRunner",
+    "compressctl.runners.qat:QatRunner",
+    "compressctl.runners.export:ExportRunner",
+    "compressctl.runners.quantize:QuantizeRunner",
+)
+
+log = logging.getLogger(__name__)
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._runners: dict[str, type[Runner]] = {}
+        self._origins: dict[str, str] = {}
+        self.broken: dict[str, str] = {}
+        self._loaded = False
+
+    def register(self, runner: type[Runner], origin: str | None = None) -> None:
+        """Add a runner class; a second class for the same ``type`` is an error."""
+        name = runner.type
+        origin = origin or f"{runner.__module__}.{runner.__qualname__}"
+        if name in self._runners and self._runners[name] is not runner:
+            raise UserError(
+                f"two runners claim stage type '{name}': {self._origins[name]} and {origin}"
+            )
+        self._runners[name] = runner
+        self._origins[name] = origin
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        for target in BUILTIN_RUNNERS:
+            module_name, _, attr = target.partition(":")
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError as exc:
+                if exc.name == module_name:
+                    continue  # built-in not present in this build
+                raise
+            self.register(getattr(module, attr), target)
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                runner = ep.load()
+            except Exception as exc:  # a broken plugin must not break the tool
+                self.broken[ep.name] = f"{ep.value}: {type(exc).__name__}: {exc}"
+                log.warning("runner plugin %s failed to load: %s", ep.name, exc)
+                continue
+            if not (isinstance(runner, type) and issubclass(runner, Runner)):
+                self.broken[ep.name] = f"{ep.value} is not a compressctl Runner subclass"
+                continue
+            self.register(runner, f"{ep.value} (entry point {ep.name})")
+
+    def get(self, name: str) -> type[Runner]:
+        self._load()
+        if name in self._runners:
+            return self._runners[name]
+        if name in self.broken:
+            raise UserError(f"stage type '{name}' comes from a plugin that failed to load: {self.broken[name]}")
+        raise UserError(f"unknown stage type '{name}' (known: {', '.join(sorted(self._runners))})")
+
+    def names(self) -> list[str]:
+        self._load()
+        return list(self._runners)
+
+    def all(self) -> dict[str, type[Runner]]:
+        self._load()
+        return dict(self._runners)
+
+    def origin(self, name: str) -> str:
+        self._load()
+        return self._origins[name]
+
+
+registry = Registry()
+
+
+def register_runner(runner: type[Runner]) -> type[Runner]:
+    """Class decorator for runners defined in user code or tests."""
+    registry.register(runner)
+    return runner

@@ -1,0 +1,1 @@
+"""report.json, report.md and report.html from a finished run."""

@@ -1,0 +1,138 @@
+"""Builds the report dictionary (report.json, schema_version 1) from a run."""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+def environment(providers_available: list[str]) -> dict[str, Any]:
+    from compressctl.pipeline import library_versions
+
+    versions = library_versions()
+    return {
+        "python": platform.python_version(),
+        "torch": versions.get("torch"),
+        "onnxruntime": versions.get("onnxruntime"),
+        "onnx": versions.get("onnx"),
+        "numpy": versions.get("numpy"),
+        "cpu": cpu_name(),
+        "machine": platform.machine(),
+        "os": platform.platform(),
+        "providers_available": providers_available,
+    }
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def primary_metric(recipe: Any, entry: dict[str, Any]) -> float | None:
+    metrics = entry.get("metrics", {})
+    return metrics.get(recipe.evaluate.metric)
+
+
+def latency_at(entry: dict[str, Any], key: str) -> dict[str, Any] | None:
+    provider, _, batch = key.partition("@")
+    for item in entry.get("latency", []):
+        if item["requested_provider"] == provider and str(item["batch_size"]) == batch:
+            return item
+    return None
+
+
+def gate_key(recipe: Any, providers: list[str]) -> str:
+    if recipe.gates.at:
+        return recipe.gates.at
+    return f"{providers[0]}@{max(recipe.report.batch_sizes)}"
+
+
+def summarize(recipe: Any, models: list[dict[str, Any]], providers: list[str]) -> dict[str, Any]:
+    baseline = next((m for m in models if m["name"] == "baseline"), None)
+    final = next((m for m in models if m["name"] == "final"), None)
+    summary: dict[str, Any] = {"metric": recipe.evaluate.metric}
+    if not baseline or not final:
+        return summary
+    summary["size_ratio"] = final["size_bytes"] / baseline["size_bytes"] if baseline["size_bytes"] else None
+    summary["compressed_size_ratio"] = (
+        final["compressed_size_bytes"] / baseline["compressed_size_bytes"] if baseline["compressed_size_bytes"] else None
+    )
+    summary["params_ratio"] = final["params"] / baseline["params"] if baseline["params"] else None
+    summary["nonzero_params_ratio"] = final["nonzero_params"] / baseline["params"] if baseline["params"] else None
+    summary["macs_ratio"] = final["macs"] / baseline["macs"] if baseline["macs"] else None
+    base_metric, final_metric = primary_metric(recipe, baseline), primary_metric(recipe, final)
+    summary["baseline_metric"] = base_metric
+    summary["final_metric"] = final_metric
+    summary["accuracy_drop"] = (base_metric - final_metric) if base_metric is not None and final_metric is not None else None
+    speedup = {}
+    for item in final.get("latency", []):
+        key = f"{item['requested_provider']}@{item['batch_size']}"
+        base = latency_at(baseline, key)
+        if base and item["p50_ms"] > 0:
+            speedup[key] = base["p50_ms"] / item["p50_ms"]
+    summary["speedup"] = speedup
+    summary["gate_at"] = gate_key(recipe, providers)
+    return summary
+
+
+def evaluate_gates(recipe: Any, models: list[dict[str, Any]], summary: dict[str, Any]) -> list[dict[str, Any]]:
+    gates = recipe.gates
+    final = next((m for m in models if m["name"] == "final"), None)
+    at = summary.get("gate_at")
+    checks: list[tuple[str, float | None, float | None, bool]] = []  # name, limit, value, lower-is-better
+    if gates.max_accuracy_drop is not None:
+        checks.append(("max_accuracy_drop", gates.max_accuracy_drop, summary.get("accuracy_drop"), True))
+    if gates.min_accuracy is not None:
+        checks.append(("min_accuracy", gates.min_accuracy, summary.get("final_metric"), False))
+    if gates.min_speedup is not None:
+        checks.append(("min_speedup", gates.min_speedup, summary.get("speedup", {}).get(at), False))
+    if gates.max_size_ratio is not None:
+        checks.append(("max_size_ratio", gates.max_size_ratio, summary.get("size_ratio"), True))
+    if gates.max_latency_ms is not None:
+        item = latency_at(final, at) if final and at else None
+        checks.append(("max_latency_ms", gates.max_latency_ms, item["p50_ms"] if item else None, True))
+    results = []
+    for name, limit, value, lower_is_better in checks:
+        passed = value is not None and (value <= limit if lower_is_better else value >= limit)
+        results.append({"name": name, "limit": limit, "value": value, "passed": bool(passed)})
+    return results
+
+
+def build_report(run: Any, failed: bool = False) -> dict[str, Any]:
+    from compressctl import __version__
+    from compressctl.measure.latency import available_providers
+
+    recipe = run.recipe
+    models = run.measured
+    summary = summarize(recipe, models, run.providers)
+    gates = evaluate_gates(recipe, models, summary) if not failed else []
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool_version": __version__,
+        "status": "failed" if failed else "ok",
+        "recipe": recipe.model_dump(mode="json"),
+        "recipe_path": str(getattr(recipe, "_source_path", "") or ""),
+        "output_dir": str(run.output_dir),
+        "environment": environment(available_providers()),
+        "measurement": {
+            "threads": run.measurer.threads if run.measurer else None,
+            "warmup": recipe.report.warmup,
+            "repeat": recipe.report.repeat,
+            "providers_requested": run.providers,
+            "batch_sizes": recipe.report.batch_sizes,
+        },
+        "models": models,
+        "summary": summary,
+        "gates": gates,
+        "passed": (not failed) and all(g["passed"] for g in gates),
+        "stages": run.stage_records,
+        "seconds": round(getattr(run, "total_seconds", 0.0), 2),
+    }

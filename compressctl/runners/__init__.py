@@ -1,0 +1,1 @@
+"""Built-in stage runners, one module per stage type."""

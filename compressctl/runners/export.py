@@ -1,0 +1,54 @@
+"""``export``: torch → ONNX through ``torch.onnx.export``, checked against torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from compressctl.artifact import Artifact
+from compressctl.runners.base import Runner, StageConfig
+
+
+class ExportConfig(StageConfig):
+    type: Literal["export"] = "export"
+    opset: int = Field(18, ge=17, le=23, description="ONNX opset version.")
+    dynamo: bool = Field(
+        True, description="Use the dynamo exporter (falls back to the TorchScript exporter if tracing fails)."
+    )
+    check: bool = Field(True, description="Run onnx.checker and compare ONNX Runtime with torch outputs.")
+    rtol: float = Field(1e-3, gt=0, description="Relative tolerance of the output check.")
+    atol: float = Field(1e-4, gt=0, description="Absolute tolerance of the output check.")
+    check_samples: int = Field(16, gt=0, le=4096, description="Real samples used for the output check.")
+
+
+def export_and_check(module: Any, path: Path, config: ExportConfig, run: Any) -> dict[str, Any]:
+    """Export ``module`` to ``path`` and verify it; returns details for the report."""
+    from compressctl.onnxio import check_export, export_module
+    from compressctl.sources import example_inputs
+
+    example = example_inputs(run.inputs, run.recipe.model.dims, batch=2)
+    exporter = export_module(module, run.inputs, example, Path(path), opset=config.opset, dynamo=config.dynamo)
+    details: dict[str, Any] = {"exporter": exporter, "opset": config.opset}
+    if config.check:
+        feeds, _ = next(run.data.val.batches(config.check_samples))
+        diff = check_export(module, Path(path), feeds, [i.name for i in run.inputs], rtol=config.rtol, atol=config.atol)
+        details["max_abs_diff"] = diff
+    return details
+
+
+class ExportRunner(Runner):
+    type = "export"
+    config_model = ExportConfig
+    consumes = "torch"
+    produces = "onnx"
+    compresses = False
+    summary = "Export the torch model to ONNX (dynamic batch axis), checked against torch outputs."
+
+    def run(self, artifact: Artifact, config: ExportConfig, context: Any) -> Artifact:
+        from compressctl.onnxio import MODEL_FILE
+
+        path = context.stage_dir / MODEL_FILE
+        context.details.update(export_and_check(artifact.module, path, config, context.run))
+        return Artifact.from_onnx(path)

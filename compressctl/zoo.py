@@ -1,0 +1,120 @@
+"""Built-in example models, used by recipes, demos and tests.
+
+Each builder is a plain ``factory:`` target (``compressctl.zoo:digits_resnet``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def digits_cnn(num_classes: int = 10, width: int = 32) -> nn.Module:
+    """A small CNN for 8×8 digits. Input ``[batch, 1, 8, 8]``."""
+    return nn.Sequential(
+        nn.Conv2d(1, width, 3, padding=1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(width, 2 * width, 3, padding=1, bias=False),
+        nn.BatchNorm2d(2 * width),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Conv2d(2 * width, 2 * width, 3, padding=1, bias=False),
+        nn.BatchNorm2d(2 * width),
+        nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(2 * width, num_classes),
+    )
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: two 3×3 convs with a residual add."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class DigitsResNet(nn.Module):
+    """A 3-stage residual CNN for 32×32 digits (≈ 48 M MACs per image at width 32).
+
+    Large enough that CPU latency is compute-bound, so compression shows up in
+    the measured latency rather than vanishing in per-op overhead.
+    """
+
+    def __init__(self, num_classes: int = 10, width: int = 32, in_channels: int = 1) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+        )
+        self.layer1 = BasicBlock(width, width)
+        self.layer2 = BasicBlock(width, 2 * width, stride=2)
+        self.layer3 = BasicBlock(2 * width, 4 * width, stride=2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer3(self.layer2(self.layer1(self.stem(x))))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def digits_resnet(num_classes: int = 10, width: int = 32) -> nn.Module:
+    """Residual CNN for digits resized to 32×32. Input ``[batch, 1, 32, 32]``."""
+    return DigitsResNet(num_classes=num_classes, width=width)
+
+
+class TinyTransformer(nn.Module):
+    """A token classifier on ``nn.TransformerEncoder``. Input: int64 token ids ``[batch, seq]``.
+
+    Output: ``[batch, num_classes]`` logits from the mean-pooled encoder states.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int = 1000,
+        d_model: int = 128,
+        nhead: int = 4,
+        num_layers: int = 2,
+        dim_feedforward: int = 512,
+        max_len: int = 128,
+        num_classes: int = 10,
+    ) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, d_model)
+        self.pos = nn.Parameter(torch.zeros(1, max_len, d_model))
+        nn.init.normal_(self.pos, std=0.02)
+        layer = nn.TransformerEncoderLayer(
+            d_model, nhead, dim_feedforward, dropout=0.0, batch_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, num_classes)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        seq_len = input_ids.shape[1]
+        x = self.embed(input_ids) + self.pos[:, :seq_len]
+        x = self.norm(self.encoder(x))
+        return self.head(x.mean(dim=1))
+
+
+def tiny_transformer(**kwargs) -> nn.Module:
+    """Token classifier built on ``nn.TransformerEncoder`` (int64 ``input_ids``)."""
+    return TinyTransformer(**kwargs)
