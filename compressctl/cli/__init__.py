@@ -7,11 +7,21 @@ module top, so ``compressctl --help`` and ``validate`` start fast.
 
 from __future__ import annotations
 
+import importlib
+
 import typer
 
-from compressctl.cli import apply as apply_cmd
-from compressctl.cli import bench as bench_cmd
-from compressctl.cli import info as info_cmd
+# (command name, module, function): each command lives in its own module.
+COMMANDS = [
+    ("apply", "compressctl.cli.apply", "apply"),
+    ("validate", "compressctl.cli.info", "validate"),
+    ("schema", "compressctl.cli.info", "schema"),
+    ("runners", "compressctl.cli.info", "runners"),
+    ("bench", "compressctl.cli.bench", "bench"),
+    ("batch", "compressctl.cli.batch", "batch"),
+    ("compare", "compressctl.cli.compare", "compare"),
+    ("advise", "compressctl.cli.advise", "advise"),
+]
 
 app = typer.Typer(
     name="compressctl",
@@ -21,11 +31,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-app.command("apply")(apply_cmd.apply)
-app.command("validate")(info_cmd.validate)
-app.command("schema")(info_cmd.schema)
-app.command("runners")(info_cmd.runners)
-app.command("bench")(bench_cmd.bench)
+
+for _name, _module, _function in COMMANDS:
+    try:
+        _command_module = importlib.import_module(_module)
+    except ModuleNotFoundError as _exc:
+        if _exc.name != _module:
+            raise
+        continue  # a command not in this build
+    app.command(_name)(getattr(_command_module, _function))
 
 
 def _version_callback(value: bool) -> None:
