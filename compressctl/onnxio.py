@@ -95,6 +95,8 @@ def export_module(
     import torch
 
     path = Path(path)
+    # The exporter warns about every torchvision op it cannot find; that is noise here.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     axes, dynamic_shapes = _dynamic_spec(inputs)
     names = [spec.name for spec in inputs]
     large = sum(p.numel() * p.element_size() for p in module.state_dict().values()) > EXTERNAL_DATA_THRESHOLD

@@ -291,7 +291,7 @@ class Run:
         atomic_write_text(folder / STAGE_RECORD, json.dumps(record, indent=2, default=str))
         return record
 
-    def _run_stage(self, stage: PlannedStage, artifact: Artifact, key: str) -> tuple[Artifact, dict]:
+    def _run_stage(self, stage: PlannedStage, artifact: Artifact, key: str, measured: bool) -> tuple[Artifact, dict]:
         final_dir = self.output_dir / "stages" / stage.name
         tmp_dir = self.output_dir / "stages" / f".{stage.name}.tmp"
         shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -300,7 +300,7 @@ class Run:
         started = time.perf_counter()
         try:
             result = stage.runner.run(artifact, stage.config, context)
-            if result.kind == "torch" and result.module is not None:
+            if measured and result.kind == "torch" and result.module is not None:
                 # Each torch stage is exported too, so it can be measured and inspected.
                 context.details.setdefault("export", self.export_artifact(result, tmp_dir / "model.onnx"))
         except CompressctlError:
@@ -340,16 +340,13 @@ class Run:
             return copy.deepcopy(source_cache["module"])
 
         key = self.source_key()
+        # The source model is built lazily: a fully cached run never needs it.
         artifact: Artifact | None = None
-        if not self.recipe.model.onnx and plan and not self.force:
-            pass  # built lazily: a fully cached run never needs the source model
         self.progress("plan", stages=[s.name for s in plan])
         last_measured: dict[str, Any] | None = None
         try:
             for position, stage in enumerate(plan):
                 stage_key = self._stage_key(key, stage)
-                if artifact is None and position < baseline_at:
-                    pass
                 cached = self._load_cached(stage, stage_key, build_source_module)
                 if position == baseline_at:
                     artifact = artifact or self._source(build_source_module)
@@ -365,7 +362,8 @@ class Run:
                     log.info("stage %s: running", stage.name)
                     self.progress("stage", name=stage.name, status="running")
                     try:
-                        artifact, record = self._run_stage(stage, artifact, stage_key)
+                        measured = position >= baseline_at and self._is_measurable(stage)
+                        artifact, record = self._run_stage(stage, artifact, stage_key, measured)
                     except BaseException:
                         self.stage_records.append(self._stage_entry(stage, "failed", 0.0, False, {}))
                         raise

@@ -50,6 +50,10 @@ class Registry:
         self._runners[name] = runner
         self._origins[name] = origin
 
+    def unregister(self, name: str) -> None:
+        self._runners.pop(name, None)
+        self._origins.pop(name, None)
+
     def _load(self) -> None:
         if self._loaded:
             return

@@ -16,7 +16,7 @@ TINY_RECIPE: dict[str, Any] = {
     "seed": 0,
     "model": {
         "factory": "compressctl.zoo:digits_cnn",
-        "kwargs": {"width": 8},
+        "kwargs": {"width": 16},
         "inputs": [{"name": "x", "shape": ["batch", 1, 8, 8], "dtype": "float32"}],
     },
     "data": {"source": "digits", "batch_size": 64},
@@ -49,3 +49,29 @@ def cli():
         return runner.invoke(app, [str(a) for a in args], catch_exceptions=False, **kwargs)
 
     return invoke
+
+
+@pytest.fixture
+def exploding_runner():
+    """A registered runner whose stage raises, for failure-path tests."""
+    from typing import Literal
+
+    from compressctl.registry import registry
+    from compressctl.runners.base import Runner, StageConfig
+
+    class ExplodeConfig(StageConfig):
+        type: Literal["explode"] = "explode"
+
+    class ExplodeRunner(Runner):
+        type = "explode"
+        config_model = ExplodeConfig
+        consumes = "torch"
+        produces = "torch"
+        summary = "Fails on purpose (tests)."
+
+        def run(self, artifact, config, context):
+            raise RuntimeError("boom in the middle of a stage")
+
+    registry.register(ExplodeRunner)
+    yield ExplodeRunner
+    registry.unregister("explode")

@@ -94,38 +94,52 @@ def _strip_tags(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
 
 def _allowed_fields(model: type[BaseModel], loc: tuple[Any, ...], data: Any) -> list[str]:
     """The field names the model accepts at ``loc`` (for 'did you mean' hints)."""
-    current: Any = model
+    annotation: Any = model
     node = data
     for part in loc:
-        if isinstance(node, list):
-            node = node[part] if isinstance(part, int) and part < len(node) else None
+        if isinstance(part, int):
+            args = getattr(annotation, "__args__", ())
+            annotation = args[0] if args else None
+            node = node[part] if isinstance(node, list) and part < len(node) else None
             continue
-        node = node.get(part) if isinstance(node, dict) else None
-        if current is None or not hasattr(current, "model_fields") or part not in current.model_fields:
-            current = None
-            continue
-        annotation = current.model_fields[part].annotation
         current = _model_in(annotation, node)
-    if current is None or not hasattr(current, "model_fields"):
-        return []
-    return list(current.model_fields)
+        if current is None or part not in current.model_fields:
+            return []
+        annotation = current.model_fields[part].annotation
+        node = node.get(part) if isinstance(node, dict) else None
+    current = _model_in(annotation, node)
+    return list(current.model_fields) if current is not None else []
 
 
 def _model_in(annotation: Any, node: Any) -> Any:
+    """The pydantic model that validates ``node`` under ``annotation`` (stage configs by type)."""
     from compressctl.registry import registry
 
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
     if isinstance(node, dict) and "type" in node:
         try:
             return registry.get(str(node["type"])).config_model
         except Exception:
             return None
-    for arg in getattr(annotation, "__args__", ()):  # Optional[Model], list[Model]
-        found = _model_in(arg, node)
-        if found is not None:
-            return found
-    return None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    candidates = [a for a in _flatten(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+    if isinstance(node, dict):
+        for candidate in candidates:
+            if set(node) & set(candidate.model_fields):
+                return candidate
+    return candidates[0] if candidates else None
+
+
+def _flatten(annotation: Any) -> list[Any]:
+    found = []
+    for arg in getattr(annotation, "__args__", ()) or getattr(annotation, "__metadata__", ()):
+        found.append(arg)
+        found.extend(_flatten(arg))
+    origin = getattr(annotation, "__origin__", None)
+    if origin is not None and getattr(annotation, "__metadata__", None):
+        found.append(origin)
+        found.extend(_flatten(origin))
+    return found
 
 
 def _message(error: dict[str, Any], model: type[BaseModel], loc: tuple[Any, ...], data: Any) -> str:

@@ -19,6 +19,8 @@ MAX_RECIPE_BYTES = 1_000_000
 MAX_ALIASES = 100
 MAX_NODES = 200_000
 
+_PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+
 Position = tuple[int, int]
 PositionMap = dict[tuple[Any, ...], Position]
 
@@ -73,6 +75,8 @@ class _Walker:
                 )
         self._seen.add(id(node))
         self.positions.setdefault(path, _pos(node))
+        if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _PLAIN_TAGS:
+            raise RecipeError([f"{_describe(self.source, node, path)}: YAML tag '{node.tag}' is not allowed in a recipe"])
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
