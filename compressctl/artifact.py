@@ -58,9 +58,7 @@ def _module_attributes(module: Any) -> dict[str, Any]:
     for key, value in vars(module).items():
         if key.startswith("__") or key in ("training",):
             continue
-        if isinstance(value, _SIMPLE) or (
-            isinstance(value, tuple) and all(isinstance(v, _SIMPLE) for v in value)
-        ):
+        if isinstance(value, _SIMPLE) or (isinstance(value, tuple) and all(isinstance(v, _SIMPLE) for v in value)):
             attrs[key] = list(value) if isinstance(value, tuple) else value
     return attrs
 
@@ -91,7 +89,6 @@ def save_torch(artifact: Artifact, folder: Path) -> list[Path]:
 
 def load_torch(folder: Path, build_source: Callable[[], Any], context: Any = None) -> Artifact:
     """Rebuild a saved torch artifact: fresh source model → replay edits → load weights."""
-    import torch
     from safetensors.torch import load_file
 
     from compressctl.registry import registry

@@ -77,8 +77,9 @@ def bench_onnx(
         for batch in batch_sizes:
             feeds = generated_feeds(session, batch, dims)
             latency.append(
-                measure_latency(path, feeds, provider=provider, batch_size=batch, threads=threads,
-                                warmup=warmup, repeat=repeat).to_dict(with_samples=False)
+                measure_latency(
+                    path, feeds, provider=provider, batch_size=batch, threads=threads, warmup=warmup, repeat=repeat
+                ).to_dict(with_samples=False)
             )
     return {
         "path": str(path),

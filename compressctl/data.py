@@ -126,8 +126,9 @@ def _digits(spec: DataSpec, inputs: list[InputSpec]) -> tuple[list[np.ndarray], 
         import torch.nn.functional as F
 
         with torch.no_grad():
-            images = F.interpolate(torch.from_numpy(images), size=(size, size), mode="bilinear",
-                                   align_corners=False).numpy()
+            images = F.interpolate(
+                torch.from_numpy(images), size=(size, size), mode="bilinear", align_corners=False
+            ).numpy()
     images = ((images - 0.5) / 0.5).astype(NP_DTYPES[inputs[0].dtype])
     return [images], digits.target.astype(np.int64), 10
 
@@ -161,7 +162,7 @@ def _factory(source: FactorySource, base_dir: Path) -> tuple[list[np.ndarray], n
     labels: list[Any] = []
     for i in range(count):
         item = dataset[i]
-        sample, label = (item if isinstance(item, (tuple, list)) and len(item) == 2 else (item, None))
+        sample, label = item if isinstance(item, (tuple, list)) and len(item) == 2 else (item, None)
         if isinstance(sample, dict):
             sample = list(sample.values())
         if not isinstance(sample, (tuple, list)):
@@ -179,7 +180,9 @@ def _factory(source: FactorySource, base_dir: Path) -> tuple[list[np.ndarray], n
     return stacked, np.asarray(labels, dtype=np.int64) if has_labels else None
 
 
-def _check(arrays: list[np.ndarray], labels: np.ndarray | None, inputs: list[InputSpec], where: str) -> list[np.ndarray]:
+def _check(
+    arrays: list[np.ndarray], labels: np.ndarray | None, inputs: list[InputSpec], where: str
+) -> list[np.ndarray]:
     if len(arrays) != len(inputs):
         raise UserError(f"{where}: gives {len(arrays)} inputs per sample, the model has {len(inputs)}")
     count = arrays[0].shape[0] if arrays else 0
@@ -190,14 +193,10 @@ def _check(arrays: list[np.ndarray], labels: np.ndarray | None, inputs: list[Inp
         if array.shape[0] != count:
             raise UserError(f"{where}: '{spec.name}' has {array.shape[0]} samples, expected {count}")
         if array.ndim != len(spec.shape):
-            raise UserError(
-                f"{where}: '{spec.name}' has shape {list(array.shape)}, model.inputs says {spec.shape}"
-            )
+            raise UserError(f"{where}: '{spec.name}' has shape {list(array.shape)}, model.inputs says {spec.shape}")
         for axis, dim in enumerate(spec.shape[1:], start=1):
             if isinstance(dim, int) and array.shape[axis] != dim:
-                raise UserError(
-                    f"{where}: '{spec.name}' has shape {list(array.shape)}, model.inputs says {spec.shape}"
-                )
+                raise UserError(f"{where}: '{spec.name}' has shape {list(array.shape)}, model.inputs says {spec.shape}")
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             raise UserError(f"{where}: '{spec.name}' contains NaN or Inf values")
         checked.append(array.astype(NP_DTYPES[spec.dtype], copy=False))
@@ -205,7 +204,9 @@ def _check(arrays: list[np.ndarray], labels: np.ndarray | None, inputs: list[Inp
         if labels.shape[0] != count:
             raise UserError(f"{where}: {labels.shape[0]} labels for {count} samples")
         if labels.ndim != 1 or labels.dtype.kind not in "iu":
-            raise UserError(f"{where}: labels must be a 1-D integer array (got {labels.dtype}, shape {list(labels.shape)})")
+            raise UserError(
+                f"{where}: labels must be a 1-D integer array (got {labels.dtype}, shape {list(labels.shape)})"
+            )
         if labels.min() < 0:
             raise UserError(f"{where}: labels must be ≥ 0 (found {int(labels.min())})")
     return checked
@@ -248,7 +249,7 @@ def load_data(
             raise UserError(f"{where}: label {int(labels.max())} is out of range for {num_classes} classes")
     full = Split(arrays, labels)
     order = np.random.default_rng(seed).permutation(len(full))
-    n_val = max(1, int(round(len(full) * spec.val_fraction)))
+    n_val = max(1, round(len(full) * spec.val_fraction))
     if len(full) - n_val < 1:
         raise UserError(f"{where}: {len(full)} samples are too few to split into train and validation")
     val = full.take(np.sort(order[:n_val]))

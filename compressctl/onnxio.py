@@ -57,8 +57,14 @@ def save_onnx(model: Any, path: Path) -> None:
     if size > EXTERNAL_DATA_THRESHOLD:
         data_name = path.name + ".data"
         (path.parent / data_name).unlink(missing_ok=True)
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=data_name, size_threshold=1024)
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data_name,
+            size_threshold=1024,
+        )
     else:
         onnx.save_model(model, str(path))
 
@@ -102,26 +108,42 @@ def export_module(
     large = sum(p.numel() * p.element_size() for p in module.state_dict().values()) > EXTERNAL_DATA_THRESHOLD
     module = module.eval()
     errors = []
-    for use_dynamo in ([True, False] if dynamo else [False]):
+    for use_dynamo in [True, False] if dynamo else [False]:
         try:
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")
                 if use_dynamo:
                     program = torch.onnx.export(
-                        module, example, None, input_names=names, output_names=None,
-                        opset_version=opset, dynamo=True,
-                        dynamic_shapes=dynamic_shapes, verbose=False,
+                        module,
+                        example,
+                        None,
+                        input_names=names,
+                        output_names=None,
+                        opset_version=opset,
+                        dynamo=True,
+                        dynamic_shapes=dynamic_shapes,
+                        verbose=False,
                     )
                     program.save(str(path), external_data=large)
                 else:
                     torch.onnx.export(
-                        module, example, str(path), input_names=names, opset_version=opset,
-                        dynamo=False, dynamic_axes=axes, do_constant_folding=True,
+                        module,
+                        example,
+                        str(path),
+                        input_names=names,
+                        opset_version=opset,
+                        dynamo=False,
+                        dynamic_axes=axes,
+                        do_constant_folding=True,
                     )
             return "dynamo" if use_dynamo else "torchscript"
         except Exception as exc:  # try the other exporter, then give up with both reasons
-            errors.append(f"{'dynamo' if use_dynamo else 'torchscript'} exporter: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
-            log.warning("ONNX export failed with the %s exporter: %s", "dynamo" if use_dynamo else "torchscript", errors[-1])
+            errors.append(
+                f"{'dynamo' if use_dynamo else 'torchscript'} exporter: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+            )
+            log.warning(
+                "ONNX export failed with the %s exporter: %s", "dynamo" if use_dynamo else "torchscript", errors[-1]
+            )
     raise StageError("export", "torch.onnx.export failed; " + " | ".join(errors))
 
 
@@ -148,8 +170,7 @@ def check_export(
     if not np.allclose(got, expected, rtol=rtol, atol=atol):
         raise StageError(
             "export",
-            f"ONNX Runtime outputs differ from torch outputs (max abs diff {diff:.3g}, "
-            f"rtol {rtol}, atol {atol})",
+            f"ONNX Runtime outputs differ from torch outputs (max abs diff {diff:.3g}, rtol {rtol}, atol {atol})",
         )
     return diff
 

@@ -73,7 +73,9 @@ def plan_stages(recipe: Any) -> list[PlannedStage]:
         nonlocal kind
         runner = runner_cls()
         out_kind = runner.output_kind(kind)
-        planned.append(PlannedStage(len(planned) + 1, runner_cls.type, config, runner, kind, out_kind, auto, recipe_index))
+        planned.append(
+            PlannedStage(len(planned) + 1, runner_cls.type, config, runner, kind, out_kind, auto, recipe_index)
+        )
         kind = out_kind
 
     for i, config in enumerate(recipe.stages):
@@ -181,7 +183,11 @@ class Run:
             from compressctl.data import load_data
 
             self._data = load_data(
-                self.recipe.data, self.inputs, dims=self.recipe.model.dims, seed=self.recipe.seed, base_dir=self.base_dir
+                self.recipe.data,
+                self.inputs,
+                dims=self.recipe.model.dims,
+                seed=self.recipe.seed,
+                base_dir=self.base_dir,
             )
         return self._data
 
@@ -192,6 +198,7 @@ class Run:
             path = resolve_path(source.onnx, self.base_dir)
             if not path.is_file():
                 raise UserError(f"model.onnx: no such file {path}")
+            check_onnx_file(path, "model.onnx")
             return Artifact.from_onnx(path)
         return Artifact.from_module(build_torch_model(source, self.base_dir))
 
@@ -199,7 +206,12 @@ class Run:
         from compressctl.sources import resolve_path
 
         model = self.recipe.model
-        parts = [model.model_dump_json(), self.recipe.data.model_dump_json(), str(self.recipe.seed), json.dumps(self.versions)]
+        parts = [
+            model.model_dump_json(),
+            self.recipe.data.model_dump_json(),
+            str(self.recipe.seed),
+            json.dumps(self.versions),
+        ]
         for name in ("checkpoint", "onnx"):
             value = getattr(model, name)
             if value:
@@ -248,7 +260,9 @@ class Run:
         )
         return text_sha256(payload)
 
-    def _load_cached(self, stage: PlannedStage, key: str, source_builder: Callable[[], Any]) -> tuple[Artifact, dict] | None:
+    def _load_cached(
+        self, stage: PlannedStage, key: str, source_builder: Callable[[], Any]
+    ) -> tuple[Artifact, dict] | None:
         folder = self.output_dir / "stages" / stage.name
         record_path = folder / STAGE_RECORD
         if self.force or not record_path.is_file():
@@ -270,9 +284,17 @@ class Run:
             return None
         return artifact, record
 
-    def _save_stage(self, stage: PlannedStage, key: str, artifact: Artifact, folder: Path, details: dict, seconds: float) -> dict:
+    def _save_stage(
+        self, stage: PlannedStage, key: str, artifact: Artifact, folder: Path, details: dict, seconds: float
+    ) -> dict:
         files: list[Path] = []
-        record: dict[str, Any] = {"key": key, "type": stage.type, "kind": artifact.kind, "seconds": seconds, "details": details}
+        record: dict[str, Any] = {
+            "key": key,
+            "type": stage.type,
+            "kind": artifact.kind,
+            "seconds": seconds,
+            "details": details,
+        }
         if artifact.kind == "torch":
             files += save_torch(artifact, folder)
             if (folder / "model.onnx").is_file():
@@ -370,7 +392,9 @@ class Run:
                     status = "done"
                     self.progress("stage", name=stage.name, status="done", seconds=record["seconds"])
                 self.stage_records.append(
-                    self._stage_entry(stage, status, record.get("seconds", 0.0), status == "cached", record.get("details", {}))
+                    self._stage_entry(
+                        stage, status, record.get("seconds", 0.0), status == "cached", record.get("details", {})
+                    )
                 )
                 key = stage_key
                 if position >= baseline_at and self._is_measurable(stage):
@@ -458,6 +482,17 @@ class Run:
             shutil.copyfile(f, tmp)
             tmp.replace(self.output_dir / f.name)
         return target
+
+
+def check_onnx_file(path: Path, what: str) -> None:
+    """A readable, valid ONNX model that ONNX Runtime can load, else a UserError."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{what}: {path} is not a valid ONNX model ({first})") from None
 
 
 def default_output_dir(recipe: Any) -> Path:

@@ -44,9 +44,7 @@ class Registry:
         name = runner.type
         origin = origin or f"{runner.__module__}.{runner.__qualname__}"
         if name in self._runners and self._runners[name] is not runner:
-            raise UserError(
-                f"two runners claim stage type '{name}': {self._origins[name]} and {origin}"
-            )
+            raise UserError(f"two runners claim stage type '{name}': {self._origins[name]} and {origin}")
         self._runners[name] = runner
         self._origins[name] = origin
 

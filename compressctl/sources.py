@@ -76,7 +76,9 @@ def load_state_dict(path: Path) -> dict[str, Any]:
             "torch.save(model.state_dict(), 'model.pt') or safetensors.torch.save_file"
         ) from None
     except Exception as exc:
-        raise UserError(f"model.checkpoint: {path} is not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+        raise UserError(
+            f"model.checkpoint: {path} is not a readable checkpoint ({type(exc).__name__}: {exc})"
+        ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

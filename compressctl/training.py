@@ -78,8 +78,9 @@ def make_optimizer(params: Any, settings: TrainSettings) -> Any:
     import torch
 
     if settings.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum,
-                               weight_decay=settings.weight_decay, nesterov=True)
+        return torch.optim.SGD(
+            params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay, nesterov=True
+        )
     if settings.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
@@ -177,8 +178,14 @@ def fit(
         if val is not None:
             entry["val_accuracy"] = val
         result.history.append(entry)
-        log.info("%s epoch %d/%d: loss %.4f%s", task, epoch + 1, settings.epochs, entry["loss"],
-                 f", val accuracy {val:.4f}" if val is not None else "")
+        log.info(
+            "%s epoch %d/%d: loss %.4f%s",
+            task,
+            epoch + 1,
+            settings.epochs,
+            entry["loss"],
+            f", val accuracy {val:.4f}" if val is not None else "",
+        )
         if settings.select_best and val is not None and (result.best_val is None or val >= result.best_val):
             result.best_val, result.best_epoch = val, epoch + 1
             best_state = copy.deepcopy(model.state_dict())

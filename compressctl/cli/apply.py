@@ -13,7 +13,9 @@ from compressctl.errors import EXIT_GATE_FAILED
 
 def apply(
     recipe: Path = typer.Argument(..., help="Recipe YAML file."),
-    output: Path | None = typer.Option(None, "-o", "--output", help="The run's folder (default: recipe output, else out/<name>)."),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="The run's folder (default: recipe output, else out/<name>)."
+    ),
     overrides: list[str] = typer.Option([], "--set", help="Override a field: --set stages[1].amount=0.3 (repeatable)."),
     provider: list[str] = typer.Option([], "--provider", help="Execution provider to measure on (repeatable)."),
     json_out: bool = typer.Option(False, "--json", help="Print report.json to stdout and nothing else there."),

@@ -14,7 +14,9 @@ from compressctl.cli.common import handle_errors, stderr_console
 def bench(
     model: Path = typer.Argument(..., help="ONNX model file."),
     provider: list[str] = typer.Option([], "--provider", help="Execution provider (repeatable; default CPU)."),
-    batch_size: list[int] = typer.Option([], "--batch-size", "-b", help="Batch size for dynamic batch axes (repeatable)."),
+    batch_size: list[int] = typer.Option(
+        [], "--batch-size", "-b", help="Batch size for dynamic batch axes (repeatable)."
+    ),
     warmup: int = typer.Option(10, help="Warm-up runs."),
     repeat: int = typer.Option(100, help="Timed runs."),
     threads: int | None = typer.Option(None, help="Intra-op threads (default: CPUs available)."),
@@ -25,8 +27,14 @@ def bench(
     with handle_errors(debug):
         from compressctl.benchmark import bench_onnx
 
-        result = bench_onnx(model, providers=provider or ["CPUExecutionProvider"], batch_sizes=batch_size or [1],
-                            warmup=warmup, repeat=repeat, threads=threads)
+        result = bench_onnx(
+            model,
+            providers=provider or ["CPUExecutionProvider"],
+            batch_sizes=batch_size or [1],
+            warmup=warmup,
+            repeat=repeat,
+            threads=threads,
+        )
         if json_out:
             sys.stdout.write(json.dumps(result, indent=2) + "\n")
             return
@@ -44,6 +52,11 @@ def bench(
             table.add_column(column, justify="right")
         for item in result["latency"]:
             ran = item["provider"] + (" (fallback)" if item["fallback"] else "")
-            table.add_row(ran, str(item["batch_size"]), *(f"{item[k]:.3f}" for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms")),
-                          f"{item['throughput_per_s']:.1f}", str(item["runs"]))
+            table.add_row(
+                ran,
+                str(item["batch_size"]),
+                *(f"{item[k]:.3f}" for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms")),
+                f"{item['throughput_per_s']:.1f}",
+                str(item["runs"]),
+            )
         console.print(table)

@@ -16,14 +16,20 @@ from compressctl.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_STAGE_FAIL
 
 def is_interactive(stream: object = None) -> bool:
     stream = stream or sys.stderr
-    return bool(getattr(stream, "isatty", lambda: False)()) and not os.environ.get("NO_COLOR") and not os.environ.get("CI")
+    return (
+        bool(getattr(stream, "isatty", lambda: False)()) and not os.environ.get("NO_COLOR") and not os.environ.get("CI")
+    )
 
 
 def stderr_console():  # -> rich.console.Console
     from rich.console import Console
 
-    return Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")), highlight=False,
-                   force_terminal=None if is_interactive() else False)
+    return Console(
+        stderr=True,
+        no_color=bool(os.environ.get("NO_COLOR")),
+        highlight=False,
+        force_terminal=None if is_interactive() else False,
+    )
 
 
 def error(message: str) -> None:
@@ -34,14 +40,29 @@ def error(message: str) -> None:
 def setup_logging(verbose: bool, quiet: bool) -> None:
     logger = logging.getLogger("compressctl")
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
-    if any(getattr(h, "_compressctl_cli", False) for h in logger.handlers):
-        return
-    handler = logging.StreamHandler(sys.stderr)
+    for old in [h for h in logger.handlers if getattr(h, "_compressctl_cli", False)]:
+        logger.removeHandler(old)  # bound to a stderr that may be gone (tests, embedding)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     handler.setLevel(logging.DEBUG if verbose else (logging.WARNING if quiet else logging.INFO))
     handler._compressctl_cli = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
     logger.propagate = False
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now (test runners swap it between commands)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
 
 
 @contextlib.contextmanager
@@ -82,7 +103,9 @@ def handle_errors(debug: bool = False) -> Iterator[None]:
     except Exception as exc:
         if debug:
             raise
-        error(f"internal error: {type(exc).__name__}: {exc} — this is a bug in compressctl; rerun with --debug and report it")
+        error(
+            f"internal error: {type(exc).__name__}: {exc} — this is a bug in compressctl; rerun with --debug and report it"
+        )
         raise typer.Exit(EXIT_STAGE_FAILED) from None
     finally:
         if previous is not None:

@@ -74,8 +74,14 @@ def runners(
                 default = default.model_dump()
             options.append({"name": field_name, "default": default, "description": info.description or ""})
         listing.append(
-            {"type": name, "consumes": runner.consumes, "produces": runner.produces, "summary": runner.summary,
-             "origin": registry.origin(name), "options": options}
+            {
+                "type": name,
+                "consumes": runner.consumes,
+                "produces": runner.produces,
+                "summary": runner.summary,
+                "origin": registry.origin(name),
+                "options": options,
+            }
         )
     if json_out:
         typer.echo(json.dumps(listing, indent=2, default=str))
@@ -83,7 +89,9 @@ def runners(
     for item in listing:
         typer.echo(f"{item['type']}  ({item['consumes']} → {item['produces']})  {item['summary']}")
         for option in item["options"]:
-            typer.echo(f"    {option['name']} = {json.dumps(option['default'], default=str)}  — {option['description']}")
+            typer.echo(
+                f"    {option['name']} = {json.dumps(option['default'], default=str)}  — {option['description']}"
+            )
         typer.echo("")
     for name, why in registry.broken.items():
         typer.echo(f"{name}  (plugin failed to load: {why})")

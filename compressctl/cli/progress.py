@@ -26,8 +26,13 @@ class RichProgress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
         self.progress = Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=console, transient=True,
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
         )
         self.progress.start()
         self.tasks: dict[str, Any] = {}
@@ -39,9 +44,7 @@ class RichProgress:
         elif kind == "measure":
             self.progress.update(self.status, description=f"measuring {fields['name']}")
         elif kind == "latency":
-            self.progress.update(
-                self.status, description=f"latency {fields['provider']} batch {fields['batch_size']}"
-            )
+            self.progress.update(self.status, description=f"latency {fields['provider']} batch {fields['batch_size']}")
         elif kind == "task":
             self.tasks[fields["name"]] = self.progress.add_task(fields["name"], total=fields.get("total"))
         elif kind == "advance" and fields["name"] in self.tasks:

@@ -33,8 +33,15 @@ def count_params(model: Any) -> tuple[int, int]:
     from onnx import TensorProto, numpy_helper
 
     weight_types = {
-        TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE,
-        TensorProto.INT8, TensorProto.UINT8, TensorProto.INT4, TensorProto.UINT4, TensorProto.INT32,
+        TensorProto.FLOAT,
+        TensorProto.FLOAT16,
+        TensorProto.BFLOAT16,
+        TensorProto.DOUBLE,
+        TensorProto.INT8,
+        TensorProto.UINT8,
+        TensorProto.INT4,
+        TensorProto.UINT4,
+        TensorProto.INT32,
     }
     total = nonzero = 0
     for tensor in model.graph.initializer:

@@ -154,7 +154,11 @@ def _message(error: dict[str, Any], model: type[BaseModel], loc: tuple[Any, ...]
     if kind == "missing":
         return "required field is missing"
     if kind == "union_tag_invalid":
+        from compressctl.registry import registry
+
         tag = error.get("ctx", {}).get("tag")
+        if tag in registry.broken:
+            return f"stage type '{tag}' comes from a plugin that failed to load: {registry.broken[tag]}"
         expected = error.get("ctx", {}).get("expected_tags", "")
         return f"unknown stage type '{tag}' (known: {expected})"
     if kind == "union_tag_not_found":

@@ -8,9 +8,8 @@ validated exactly like a built-in's.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Union
-
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, create_model, field_validator, model_validator
 
@@ -34,9 +33,7 @@ class InputSpec(Strict):
     shape: list[int | str] = Field(
         description="Dimensions; a name (e.g. batch, seq) marks a dynamic dimension.", min_length=1
     )
-    dtype: Literal["float32", "float16", "int64", "int32", "bool"] = Field(
-        "float32", description="Element type."
-    )
+    dtype: Literal["float32", "float16", "int64", "int32", "bool"] = Field("float32", description="Element type.")
     range: tuple[float, float] | None = Field(
         None, description="Value range for generated data, e.g. [0, 1000] for token ids."
     )
@@ -59,9 +56,7 @@ class ModelSource(Strict):
         None, description="state_dict to load: .pt/.pth (loaded weights_only) or .safetensors."
     )
     onnx: str | None = Field(None, description="An ONNX file, for ONNX-only pipelines.")
-    inputs: list[InputSpec] = Field(
-        default_factory=list, description="Model inputs; required for torch models."
-    )
+    inputs: list[InputSpec] = Field(default_factory=list, description="Model inputs; required for torch models.")
     dims: dict[str, int] = Field(
         default_factory=dict,
         description="Sizes for named dims other than batch when making example inputs (e.g. {seq: 32}).",
@@ -101,15 +96,13 @@ class FactorySource(Strict):
 
 
 class DataSpec(Strict):
-    source: Union[Literal["digits", "random"], NpzSource, FactorySource] = Field(
+    source: Literal["digits", "random"] | NpzSource | FactorySource = Field(
         "digits", description="digits | random | {npz: file.npz} | {factory: 'module:callable'}."
     )
     image_size: int | None = Field(None, gt=0, le=512, description="digits only: resize the 8×8 images.")
     batch_size: int = Field(64, gt=0, le=65536, description="Batch size for training and evaluation.")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="Fraction held out for validation.")
-    calibration_samples: int = Field(
-        512, gt=0, description="Most training samples set aside for calibration."
-    )
+    calibration_samples: int = Field(512, gt=0, description="Most training samples set aside for calibration.")
     samples: int = Field(512, gt=0, le=1_000_000, description="random only: number of samples.")
     num_classes: int = Field(10, gt=1, description="random only: label range.")
 
@@ -135,9 +128,7 @@ class EvaluateSpec(Strict):
     metric: Literal["accuracy", "top5", "fidelity", "factory"] = Field(
         "accuracy", description="accuracy | top5 | fidelity (agreement with baseline) | factory."
     )
-    factory: str | None = Field(
-        None, description="metric: factory — 'module:callable(outputs, labels) -> float'."
-    )
+    factory: str | None = Field(None, description="metric: factory — 'module:callable(outputs, labels) -> float'.")
     max_samples: int | None = Field(None, gt=0, description="Evaluate on at most this many samples.")
 
     @model_validator(mode="after")
@@ -192,7 +183,7 @@ def build_recipe_model(stage_configs: list[type[BaseModel]]) -> type[BaseModel]:
     if len(stage_configs) == 1:
         stage_union: Any = stage_configs[0]
     else:
-        stage_union = Annotated[Union[tuple(stage_configs)], Field(discriminator="type")]
+        stage_union = Annotated[tuple(stage_configs), Field(discriminator="type")]
     return create_model(
         "Recipe",
         __base__=RecipeBase,

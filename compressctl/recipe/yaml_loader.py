@@ -76,11 +76,13 @@ class _Walker:
         self._seen.add(id(node))
         self.positions.setdefault(path, _pos(node))
         if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _PLAIN_TAGS:
-            raise RecipeError([f"{_describe(self.source, node, path)}: YAML tag '{node.tag}' is not allowed in a recipe"])
+            raise RecipeError(
+                [f"{_describe(self.source, node, path)}: YAML tag '{node.tag}' is not allowed in a recipe"]
+            )
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
-            return [self.convert(child, path + (i,)) for i, child in enumerate(node.value)]
+            return [self.convert(child, (*path, i)) for i, child in enumerate(node.value)]
         return self.loader.construct_object(node, deep=True)
 
     def _mapping(self, node: yaml.MappingNode, path: tuple[Any, ...]) -> dict[Any, Any]:
@@ -92,14 +94,14 @@ class _Walker:
                 self.problems.append(f"{_describe(self.source, key_node, path)}: keys must be plain strings")
                 continue
             if key in result:
-                first = self.positions.get(path + (key,), (0, 0))
+                first = self.positions.get((*path, key), (0, 0))
                 self.problems.append(
-                    f"{_describe(self.source, key_node, path + (key,))}: duplicate key "
+                    f"{_describe(self.source, key_node, (*path, key))}: duplicate key "
                     f"'{key}' (first defined at line {first[0]})"
                 )
                 continue
-            self.positions[path + (key,)] = _pos(key_node)
-            result[key] = self.convert(value_node, path + (key,))
+            self.positions[(*path, key)] = _pos(key_node)
+            result[key] = self.convert(value_node, (*path, key))
         return result
 
 

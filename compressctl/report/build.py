@@ -63,7 +63,9 @@ def summarize(recipe: Any, models: list[dict[str, Any]], providers: list[str]) -
         return summary
     summary["size_ratio"] = final["size_bytes"] / baseline["size_bytes"] if baseline["size_bytes"] else None
     summary["compressed_size_ratio"] = (
-        final["compressed_size_bytes"] / baseline["compressed_size_bytes"] if baseline["compressed_size_bytes"] else None
+        final["compressed_size_bytes"] / baseline["compressed_size_bytes"]
+        if baseline["compressed_size_bytes"]
+        else None
     )
     summary["params_ratio"] = final["params"] / baseline["params"] if baseline["params"] else None
     summary["nonzero_params_ratio"] = final["nonzero_params"] / baseline["params"] if baseline["params"] else None
@@ -71,7 +73,9 @@ def summarize(recipe: Any, models: list[dict[str, Any]], providers: list[str]) -
     base_metric, final_metric = primary_metric(recipe, baseline), primary_metric(recipe, final)
     summary["baseline_metric"] = base_metric
     summary["final_metric"] = final_metric
-    summary["accuracy_drop"] = (base_metric - final_metric) if base_metric is not None and final_metric is not None else None
+    summary["accuracy_drop"] = (
+        (base_metric - final_metric) if base_metric is not None and final_metric is not None else None
+    )
     speedup = {}
     for item in final.get("latency", []):
         key = f"{item['requested_provider']}@{item['batch_size']}"

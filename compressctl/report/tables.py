@@ -82,6 +82,11 @@ def gate_rows(report: dict[str, Any]) -> list[list[str]]:
     for gate in report.get("gates", []):
         value = gate["value"]
         rows.append(
-            [gate["name"], f"{gate['limit']:g}", "–" if value is None else f"{value:.4g}", "pass" if gate["passed"] else "FAIL"]
+            [
+                gate["name"],
+                f"{gate['limit']:g}",
+                "–" if value is None else f"{value:.4g}",
+                "pass" if gate["passed"] else "FAIL",
+            ]
         )
     return rows

@@ -12,20 +12,41 @@ QUANTIZE = {"type": "quantize", "mode": "static", "calibration": {"samples": 64}
 
 
 def test_apply_writes_report_with_contract_fields(tmp_path: Path, cli) -> None:
-    recipe = tiny_recipe(stages=[{"type": "train", "epochs": 2, "lr": 0.01}, {"type": "export", "dynamo": False}, QUANTIZE])
+    recipe = tiny_recipe(
+        stages=[{"type": "train", "epochs": 2, "lr": 0.01}, {"type": "export", "dynamo": False}, QUANTIZE]
+    )
     out = tmp_path / "out"
     result = cli("apply", write_recipe(tmp_path, recipe), "-o", out, "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)  # --json: stdout holds the report and nothing else
     assert report == json.loads((out / "report.json").read_text())
     assert (out / "report.md").is_file() and (out / "model.onnx").is_file()
-    for key in ("schema_version", "tool_version", "recipe", "environment", "models", "summary", "gates", "passed", "stages"):
+    for key in (
+        "schema_version",
+        "tool_version",
+        "recipe",
+        "environment",
+        "models",
+        "summary",
+        "gates",
+        "passed",
+        "stages",
+    ):
         assert key in report
     assert set(report["environment"]) >= {"python", "torch", "onnxruntime", "onnx", "cpu", "providers_available"}
     names = [m["name"] for m in report["models"]]
     assert names == ["baseline", "03-quantize", "final"]
     for model in report["models"]:
-        for key in ("path", "size_bytes", "compressed_size_bytes", "params", "nonzero_params", "macs", "metrics", "latency"):
+        for key in (
+            "path",
+            "size_bytes",
+            "compressed_size_bytes",
+            "params",
+            "nonzero_params",
+            "macs",
+            "metrics",
+            "latency",
+        ):
             assert key in model
         (latency,) = model["latency"]
         assert latency["provider"] == "CPUExecutionProvider" and latency["batch_size"] == 4
@@ -87,7 +108,14 @@ def test_failed_gate_exits_1_and_still_writes_report(tmp_path: Path, cli) -> Non
 
 
 def test_unavailable_provider_is_bad_input(tmp_path: Path, cli) -> None:
-    result = cli("apply", write_recipe(tmp_path, tiny_recipe()), "-o", tmp_path / "out", "--provider", "TensorrtExecutionProvider")
+    result = cli(
+        "apply",
+        write_recipe(tmp_path, tiny_recipe()),
+        "-o",
+        tmp_path / "out",
+        "--provider",
+        "TensorrtExecutionProvider",
+    )
     assert result.exit_code == EXIT_BAD_INPUT
     assert "TensorrtExecutionProvider is not available" in result.stderr
     assert "CPUExecutionProvider" in result.stderr  # the list of available ones
@@ -107,7 +135,10 @@ def test_stage_failure_exits_3_and_keeps_finished_stages(tmp_path: Path, cli, ex
     out = tmp_path / "out"
     result = cli("apply", write_recipe(tmp_path, recipe), "-o", out)
     assert result.exit_code == EXIT_STAGE_FAILED
-    assert result.stderr.strip().splitlines()[-1] == "error: stage 02-explode failed: RuntimeError: boom in the middle of a stage"
+    assert (
+        result.stderr.strip().splitlines()[-1]
+        == "error: stage 02-explode failed: RuntimeError: boom in the middle of a stage"
+    )
     assert (out / "stages" / "01-train" / "stage.json").is_file()
     assert not (out / "stages" / "02-explode").exists()
     report = json.loads((out / "report.json").read_text())
@@ -137,7 +168,10 @@ def test_torch_stage_after_onnx_stage_is_refused(tmp_path: Path, cli) -> None:
     recipe = tiny_recipe(stages=[QUANTIZE, {"type": "finetune", "epochs": 1}])
     result = cli("apply", write_recipe(tmp_path, recipe), "-o", tmp_path / "out")
     assert result.exit_code == EXIT_BAD_INPUT
-    assert "stages[1] (finetune) is a torch-level stage and cannot follow the ONNX-level stage stages[0] (quantize)" in result.stderr
+    assert (
+        "stages[1] (finetune) is a torch-level stage and cannot follow the ONNX-level stage stages[0] (quantize)"
+        in result.stderr
+    )
 
 
 def test_output_folder_that_is_a_file(tmp_path: Path, cli) -> None:
