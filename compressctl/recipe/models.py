@@ -7,6 +7,8 @@ validated exactly like a built-in's.
 
 from __future__ import annotations
 
+import functools
+import operator
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -183,7 +185,7 @@ def build_recipe_model(stage_configs: list[type[BaseModel]]) -> type[BaseModel]:
     if len(stage_configs) == 1:
         stage_union: Any = stage_configs[0]
     else:
-        stage_union = Annotated[tuple(stage_configs), Field(discriminator="type")]
+        stage_union = Annotated[functools.reduce(operator.or_, stage_configs), Field(discriminator="type")]
     return create_model(
         "Recipe",
         __base__=RecipeBase,
