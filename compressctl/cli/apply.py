@@ -50,20 +50,36 @@ def apply(
 
 
 def print_summary(report: dict, console) -> None:
+    from rich import box
     from rich.table import Table
 
     from compressctl.report.tables import gate_rows, model_rows
 
     header, rows = model_rows(report)
-    table = Table(title=f"{report['recipe']['name']}", title_justify="left")
-    for column in header:
-        table.add_column(column, justify="left" if column == "model" else "right")
+    if not console.is_terminal:  # logs and CI: plain text that never truncates
+        from compressctl.report.write import markdown_table
+
+        console.print(markdown_table(header, rows), soft_wrap=True)
+        if gate_rows(report):
+            console.print(markdown_table(["gate", "limit", "value", "result"], gate_rows(report)), soft_wrap=True)
+        console.print(f"report: {Path(report['output_dir']) / 'report.md'}", soft_wrap=True)
+        console.print("result: " + ("passed" if report["passed"] else "GATE FAILED"))
+        return
+    # The terminal gets the narrow view (report.md has every column).
+    keep = [i for i, name in enumerate(header) if name not in ("zipped", "nonzero", "params")]
+    table = Table(title=report["recipe"]["name"], title_justify="left", box=box.SIMPLE_HEAD)
+    for i in keep:
+        table.add_column(
+            header[i].replace("speedup ", "× ").replace("p50 ms ", "ms "),
+            justify="left" if i == 0 else "right",
+            no_wrap=True,
+        )
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(row[i] for i in keep))
     console.print(table)
     gates = gate_rows(report)
     if gates:
-        gate_table = Table(title="gates", title_justify="left")
+        gate_table = Table(box=box.SIMPLE_HEAD)
         for column in ("gate", "limit", "value", "result"):
             gate_table.add_column(column)
         for row in gates:
