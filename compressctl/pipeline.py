@@ -8,6 +8,7 @@ compressing stage and the final model → write the report.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
@@ -200,7 +201,7 @@ class Run:
                 raise UserError(f"model.onnx: no such file {path}")
             check_onnx_file(path, "model.onnx")
             return Artifact.from_onnx(path)
-        return Artifact.from_module(build_torch_model(source, self.base_dir))
+        return Artifact.from_module(build_torch_model(source, self.base_dir, self.recipe.seed))
 
     def source_key(self) -> str:
         from compressctl.sources import resolve_path
@@ -262,7 +263,7 @@ class Run:
 
     def _load_cached(
         self, stage: PlannedStage, key: str, source_builder: Callable[[], Any]
-    ) -> tuple[Artifact, dict] | None:
+    ) -> tuple[Artifact | None, dict] | None:
         folder = self.output_dir / "stages" / stage.name
         record_path = folder / STAGE_RECORD
         if self.force or not record_path.is_file():
@@ -278,7 +279,7 @@ class Run:
             if record["kind"] == "onnx":
                 artifact = Artifact.from_onnx(folder / record["model"])
             else:
-                artifact = load_torch(folder, source_builder)
+                artifact = None  # a cached torch stage is loaded only when a later step needs it (execute)
         except Exception as exc:  # an unreadable cache entry is recomputed, never trusted
             log.warning("cache of %s is unusable (%s); running it again", stage.name, exc)
             return None
@@ -364,6 +365,16 @@ class Run:
         key = self.source_key()
         # The source model is built lazily: a fully cached run never needs it.
         artifact: Artifact | None = None
+        # A cached torch stage followed by cached stages is never loaded: no torch import, no rebuild.
+        deferred: Callable[[], Artifact] | None = None
+
+        def current() -> Artifact:
+            nonlocal artifact, deferred
+            if artifact is None:
+                artifact = deferred() if deferred else self._source(build_source_module)
+                deferred = None
+            return artifact
+
         self.progress("plan", stages=[s.name for s in plan])
         last_measured: dict[str, Any] | None = None
         try:
@@ -371,16 +382,19 @@ class Run:
                 stage_key = self._stage_key(key, stage)
                 cached = self._load_cached(stage, stage_key, build_source_module)
                 if position == baseline_at:
-                    artifact = artifact or self._source(build_source_module)
+                    artifact = current()
                     self.baseline_artifact = artifact
                     last_measured = self._measure_baseline(artifact, plan, position)
                 if cached is not None:
                     artifact, record = cached
+                    deferred = None
+                    if artifact is None:
+                        deferred = functools.partial(load_torch, self.output_dir / "stages" / stage.name, build_source_module)
                     status = "cached"
                     log.info("stage %s: unchanged, reusing %s", stage.name, self.output_dir / "stages" / stage.name)
                     self.progress("stage", name=stage.name, status="cached")
                 else:
-                    artifact = artifact or self._source(build_source_module)
+                    artifact = current()
                     log.info("stage %s: running", stage.name)
                     self.progress("stage", name=stage.name, status="running")
                     try:
@@ -399,8 +413,7 @@ class Run:
                 key = stage_key
                 if position >= baseline_at and self._is_measurable(stage):
                     last_measured = self.measurer.measure(stage.name, self._measure_path(stage, artifact))
-            if artifact is None:  # no stages at all
-                artifact = self._source(build_source_module)
+            artifact = current()  # the source when there are no stages
             if baseline_at == len(plan):
                 last_measured = self._measure_baseline(artifact, plan, len(plan))
             final_path = self._publish_final(artifact, plan)
@@ -437,9 +450,9 @@ class Run:
         # as the torch stage before it (or as the baseline).
         return stage.runner.compresses and stage.type != "export"
 
-    def _measure_path(self, stage: PlannedStage, artifact: Artifact) -> Path:
+    def _measure_path(self, stage: PlannedStage, artifact: Artifact | None) -> Path:
         folder = self.output_dir / "stages" / stage.name
-        if artifact.kind == "onnx":
+        if artifact is not None and artifact.kind == "onnx":
             return Path(artifact.path)
         return folder / "model.onnx"
 

@@ -86,10 +86,15 @@ def load_state_dict(path: Path) -> dict[str, Any]:
     return state
 
 
-def build_torch_model(source: Any, base_dir: Path) -> Any:
-    """Build the source model (factory + optional checkpoint), in eval mode."""
+def build_torch_model(source: Any, base_dir: Path, seed: int = 0) -> Any:
+    """Build the source model (factory + optional checkpoint), in eval mode.
+
+    The factory runs under a fixed torch seed, so a model trained from scratch
+    starts from the same weights on every run with the same recipe seed.
+    """
     import torch
 
+    torch.manual_seed(seed)
     model = call_factory(source.factory, source.kwargs, base_dir, what="model.factory")
     if not isinstance(model, torch.nn.Module):
         raise UserError(f"model.factory: {source.factory} returned {type(model).__name__}, not a torch.nn.Module")

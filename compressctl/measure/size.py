@@ -123,7 +123,7 @@ def count_macs(model: Any, dims: dict[str, int] | None = None) -> int:
             w = shapes.get(node.input[w_index])
             if out and w:
                 macs += int(np.prod(out)) * int(np.prod(w[1:]))
-        elif op in ("MatMul", "MatMulInteger", "QLinearMatMul", "Gemm", "FusedMatMul", "MatMulNBits"):
+        elif op in ("MatMul", "MatMulInteger", "QLinearMatMul", "Gemm", "QGemm", "FusedMatMul", "MatMulNBits"):
             a_index = 0
             a = shapes.get(node.input[a_index])
             if out and a:

@@ -167,6 +167,13 @@ class GatesSpec(Strict):
     min_speedup: float | None = Field(None, gt=0, description="Baseline p50 / final p50.")
     max_size_ratio: float | None = Field(None, gt=0, description="Final size / baseline size.")
     max_latency_ms: float | None = Field(None, gt=0, description="Final p50 in milliseconds.")
+    max_macs_ratio: float | None = Field(None, gt=0, description="Final MACs / baseline MACs.")
+    max_nonzero_params_ratio: float | None = Field(
+        None, gt=0, description="Final nonzero parameters / baseline parameters (unstructured sparsity)."
+    )
+    max_compressed_size_ratio: float | None = Field(
+        None, gt=0, description="Final zipped size / baseline zipped size (unstructured sparsity)."
+    )
     at: str | None = Field(
         None,
         description="'<provider>@<batch>' the latency gates read (default: first provider, largest batch).",

@@ -109,7 +109,10 @@ def load_yaml_text(text: str, source: str) -> tuple[Any, PositionMap]:
     """Parse YAML text safely; return the data and a field-path → (line, col) map."""
     if len(text.encode("utf-8", errors="replace")) > MAX_RECIPE_BYTES:
         raise RecipeError([f"{source}: file is larger than {MAX_RECIPE_BYTES} bytes; is it a recipe?"])
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.YAMLError as exc:  # e.g. control characters YAML does not allow
+        raise RecipeError([f"{source}: invalid YAML: {str(exc).splitlines()[0]}"]) from None
     try:
         node = loader.get_single_node()
         if node is None:
