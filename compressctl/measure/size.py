@@ -124,11 +124,16 @@ def count_macs(model: Any, dims: dict[str, int] | None = None) -> int:
             if out and w:
                 macs += int(np.prod(out)) * int(np.prod(w[1:]))
         elif op in ("MatMul", "MatMulInteger", "QLinearMatMul", "Gemm", "QGemm", "FusedMatMul", "MatMulNBits"):
-            a_index = 0
-            a = shapes.get(node.input[a_index])
+            a = shapes.get(node.input[0])
             if out and a:
-                k = a[-1] if not (op == "Gemm" and _attr(node, "transA", 0)) else a[-2]
+                k = a[-1] if not (op in ("Gemm", "QGemm") and _attr(node, "transA", 0)) else a[-2]
                 macs += int(np.prod(out)) * int(k)
+            elif op in ("Gemm", "QGemm"):
+                # Gemm is 2-D ([batch, K] x [K, N]): at batch 1 its MACs are the weight's size,
+                # also where shape inference stopped at an op it does not know.
+                weight = shapes.get(node.input[3 if op == "QGemm" else 1])
+                if weight and len(weight) == 2:
+                    macs += int(np.prod(weight))
         elif op == "ConvTranspose":
             x = shapes.get(node.input[0])
             w = shapes.get(node.input[1])

@@ -139,3 +139,39 @@ def test_macs_of_exported_torch_model(tmp_path: Path) -> None:
         h.remove()
     assert macs == sum(counted)
     assert macs >= 30_000_000  # compute-bound, per the zoo's contract
+
+
+@pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])
+def test_quantized_formats_count_the_float_models_macs(tmp_path: Path, fmt: str) -> None:
+    """QLinearGlobalAveragePool stops shape inference; the QGemm after it must still count."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from compressctl.zoo import digits_cnn
+
+    torch.onnx.export(
+        digits_cnn(width=8).eval(),
+        (torch.zeros(2, 1, 8, 8),),
+        str(tmp_path / "f.onnx"),
+        dynamo=False,
+        input_names=["x"],
+        dynamic_axes={"x": {0: "batch"}},
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(
+                [{"x": np.random.default_rng(i).random((4, 1, 8, 8), dtype=np.float32)} for i in range(2)]
+            )
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quant_pre_process(str(tmp_path / "f.onnx"), str(tmp_path / "p.onnx"))
+    quantize_static(
+        str(tmp_path / "p.onnx"), str(tmp_path / "q.onnx"), Reader(), quant_format=getattr(QuantFormat, fmt)
+    )
+    quantized = onnx.load(str(tmp_path / "q.onnx"))
+    if fmt == "QOperator":
+        assert {"QLinearGlobalAveragePool", "QGemm"} <= {n.op_type for n in quantized.graph.node}
+    assert count_macs(quantized) == count_macs(onnx.load(str(tmp_path / "f.onnx"))) > 0
