@@ -100,6 +100,10 @@ def evaluate_gates(recipe: Any, models: list[dict[str, Any]], summary: dict[str,
         checks.append(("min_speedup", gates.min_speedup, summary.get("speedup", {}).get(at), False))
     if gates.max_size_ratio is not None:
         checks.append(("max_size_ratio", gates.max_size_ratio, summary.get("size_ratio"), True))
+    for ratio in ("macs_ratio", "nonzero_params_ratio", "compressed_size_ratio"):
+        limit = getattr(gates, f"max_{ratio}", None)
+        if limit is not None:
+            checks.append((f"max_{ratio}", limit, summary.get(ratio), True))
     if gates.max_latency_ms is not None:
         item = latency_at(final, at) if final and at else None
         checks.append(("max_latency_ms", gates.max_latency_ms, item["p50_ms"] if item else None, True))

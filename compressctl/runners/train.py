@@ -61,6 +61,7 @@ def settings_from(config: _TrainOptions, data_batch_size: int) -> Any:
 def train_copy(artifact: Artifact, config: _TrainOptions, context: Any, task: str) -> Artifact:
     import copy
 
+    from compressctl.runners.prune import sparsity_keeper
     from compressctl.training import fit
 
     module = copy.deepcopy(artifact.module)
@@ -71,6 +72,7 @@ def train_copy(artifact: Artifact, config: _TrainOptions, context: Any, task: st
         seed=context.seed + context.index,
         progress=context.progress,
         task=task,
+        after_step=sparsity_keeper(module, artifact.edits),  # a pruned model's zeros stay zero
     )
     context.details["history"] = result.history
     context.details["best_epoch"] = result.best_epoch

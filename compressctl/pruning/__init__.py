@@ -1,0 +1,1 @@
+"""Helpers of the ``prune`` stage: channel pruning (Torch-Pruning) and sparsity masks."""
