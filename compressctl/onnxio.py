@@ -48,25 +48,29 @@ def _all_tensors(model: Any) -> list[Any]:
     return tensors
 
 
-def save_onnx(model: Any, path: Path) -> None:
-    """Save a ModelProto; large models get their weights in ``<name>.data`` beside it."""
+def save_onnx(model: Any, path: Path, external: bool | None = None) -> None:
+    """Save a ModelProto, its weights in ``<name>.data`` beside it when ``external``.
+
+    ``external=None`` moves them out only where protobuf's 2 GB limit needs it.
+    """
     import onnx
 
     path = Path(path)
-    size = sum(t.ByteSize() for t in model.graph.initializer)
-    if size > EXTERNAL_DATA_THRESHOLD:
-        data_name = path.name + ".data"
-        (path.parent / data_name).unlink(missing_ok=True)
-        onnx.save_model(
-            model,
-            str(path),
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=data_name,
-            size_threshold=1024,
-        )
-    else:
+    if external is None:
+        external = sum(t.ByteSize() for t in model.graph.initializer) > EXTERNAL_DATA_THRESHOLD
+    if not external:
         onnx.save_model(model, str(path))
+        return
+    data_name = path.name + ".data"
+    (path.parent / data_name).unlink(missing_ok=True)
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=data_name,
+        size_threshold=1024,
+    )
 
 
 def load_onnx(path: Path, load_external_data: bool = True) -> Any:
@@ -96,8 +100,13 @@ def export_module(
     *,
     opset: int = 18,
     dynamo: bool = True,
+    external_data: bool | None = None,
 ) -> str:
-    """Export ``module`` to ``path``; returns the exporter that succeeded."""
+    """Export ``module`` to ``path``; returns the exporter that succeeded.
+
+    ``external_data``: weights in ``<name>.data`` beside the model (None: only above 1.5 GB).
+    """
+    import onnx
     import torch
 
     path = Path(path)
@@ -106,6 +115,8 @@ def export_module(
     axes, dynamic_shapes = _dynamic_spec(inputs)
     names = [spec.name for spec in inputs]
     large = sum(p.numel() * p.element_size() for p in module.state_dict().values()) > EXTERNAL_DATA_THRESHOLD
+    if external_data is not None:
+        large = external_data
     module = module.eval()
     errors = []
     for use_dynamo in [True, False] if dynamo else [False]:
@@ -136,6 +147,8 @@ def export_module(
                         dynamic_axes=axes,
                         do_constant_folding=True,
                     )
+                    if large:  # the TorchScript exporter wrote one file: move the weights out
+                        save_onnx(onnx.load(str(path)), path, external=True)
             return "dynamo" if use_dynamo else "torchscript"
         except Exception as exc:  # try the other exporter, then give up with both reasons
             errors.append(

@@ -116,3 +116,41 @@ class TinyTransformer(nn.Module):
 def tiny_transformer(**kwargs) -> nn.Module:
     """Token classifier built on ``nn.TransformerEncoder`` (int64 ``input_ids``)."""
     return TinyTransformer(**kwargs)
+
+
+class TokenBandTask:
+    """A learnable synthetic token-classification set: the label is the vocabulary band
+    (``vocab_size / num_classes`` ids wide) that a share of each sequence's tokens comes from.
+
+    Map-style dataset of ``(input_ids[seq], label)``, for ``data.source.factory``.
+    """
+
+    def __init__(
+        self,
+        samples: int = 2048,
+        seq: int = 32,
+        vocab_size: int = 1000,
+        num_classes: int = 10,
+        signal: float = 0.3,
+        seed: int = 0,
+    ) -> None:
+        import numpy as np
+
+        rng = np.random.default_rng(seed)
+        band = vocab_size // num_classes
+        self.labels = rng.integers(0, num_classes, samples).astype(np.int64)
+        ids = rng.integers(0, vocab_size, (samples, seq))
+        in_band = rng.random((samples, seq)) < signal
+        band_ids = self.labels[:, None] * band + rng.integers(0, band, (samples, seq))
+        self.ids = np.where(in_band, band_ids, ids).astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple:
+        return self.ids[index], int(self.labels[index])
+
+
+def token_band_task(**kwargs) -> TokenBandTask:
+    """Synthetic token classification for ``tiny_transformer`` (see ``TokenBandTask``)."""
+    return TokenBandTask(**kwargs)

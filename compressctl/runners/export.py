@@ -21,6 +21,9 @@ class ExportConfig(StageConfig):
     rtol: float = Field(1e-3, gt=0, description="Relative tolerance of the output check.")
     atol: float = Field(1e-4, gt=0, description="Absolute tolerance of the output check.")
     check_samples: int = Field(16, gt=0, le=4096, description="Real samples used for the output check.")
+    external_data: Literal["auto", "always", "never"] = Field(
+        "auto", description="Weights in a .data file beside model.onnx: auto = only above 1.5 GB (protobuf's limit)."
+    )
 
 
 def export_and_check(module: Any, path: Path, config: ExportConfig, run: Any) -> dict[str, Any]:
@@ -29,7 +32,10 @@ def export_and_check(module: Any, path: Path, config: ExportConfig, run: Any) ->
     from compressctl.sources import example_inputs
 
     example = example_inputs(run.inputs, run.recipe.model.dims, batch=2)
-    exporter = export_module(module, run.inputs, example, Path(path), opset=config.opset, dynamo=config.dynamo)
+    external = {"auto": None, "always": True, "never": False}[config.external_data]
+    exporter = export_module(
+        module, run.inputs, example, Path(path), opset=config.opset, dynamo=config.dynamo, external_data=external
+    )
     details: dict[str, Any] = {"exporter": exporter, "opset": config.opset}
     if config.check:
         feeds, _ = next(run.data.val.batches(config.check_samples))
