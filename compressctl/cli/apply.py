@@ -7,7 +7,18 @@ from pathlib import Path
 
 import typer
 
-from compressctl.cli.common import handle_errors, is_interactive, setup_logging, stderr_console
+from compressctl.cli.common import (
+    DEBUG,
+    FORCE,
+    PROVIDER,
+    QUIET,
+    VERBOSE,
+    WAIT,
+    handle_errors,
+    is_interactive,
+    setup_logging,
+    stderr_console,
+)
 from compressctl.errors import EXIT_GATE_FAILED
 
 
@@ -17,13 +28,13 @@ def apply(
         None, "-o", "--output", help="The run's folder (default: recipe output, else out/<name>)."
     ),
     overrides: list[str] = typer.Option([], "--set", help="Override a field: --set stages[1].amount=0.3 (repeatable)."),
-    provider: list[str] = typer.Option([], "--provider", help="Execution provider to measure on (repeatable)."),
+    provider: list[str] = PROVIDER,
     json_out: bool = typer.Option(False, "--json", help="Print report.json to stdout and nothing else there."),
-    force: bool = typer.Option(False, "--force", help="Ignore cached stage outputs."),
-    wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for a locked output folder."),
-    quiet: bool = typer.Option(False, "-q", "--quiet", help="Only warnings and errors on stderr."),
-    verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    force: bool = FORCE,
+    wait: float = WAIT,
+    quiet: bool = QUIET,
+    verbose: bool = VERBOSE,
+    debug: bool = DEBUG,
 ) -> None:
     """Run a recipe: stages, ONNX artifacts, and a measured report."""
     with handle_errors(debug):

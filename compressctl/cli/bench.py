@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from compressctl.cli.common import handle_errors, stderr_console
+from compressctl.cli.common import DEBUG, handle_errors, stderr_console
 
 
 def bench(
@@ -21,7 +21,7 @@ def bench(
     repeat: int = typer.Option(100, help="Timed runs."),
     threads: int | None = typer.Option(None, help="Intra-op threads (default: CPUs available)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON to stdout."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    debug: bool = DEBUG,
 ) -> None:
     """Measure latency percentiles, size, params and MACs of an ONNX model on random inputs."""
     with handle_errors(debug):

@@ -13,6 +13,14 @@ import typer
 
 from compressctl.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_STAGE_FAILED, CompressctlError, RecipeError
 
+# Options several commands share, defined once so they read and behave the same everywhere.
+PROVIDER = typer.Option([], "--provider", help="Execution provider to measure on (repeatable).")
+FORCE = typer.Option(False, "--force", help="Ignore cached stage outputs and measurements.")
+WAIT = typer.Option(0.0, "--wait", help="Seconds to wait for a locked output folder.")
+QUIET = typer.Option(False, "-q", "--quiet", help="Only warnings and errors on stderr.")
+VERBOSE = typer.Option(False, "-v", "--verbose", help="Debug logging.")
+DEBUG = typer.Option(False, "--debug", help="Show tracebacks.")
+
 
 def is_interactive(stream: object = None) -> bool:
     stream = stream or sys.stderr

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import typer
 
-from compressctl.cli.common import error, handle_errors
+from compressctl.cli.common import DEBUG, error, handle_errors
 from compressctl.errors import EXIT_BAD_INPUT, RecipeError
 
 
 def validate(
     recipes: list[Path] = typer.Argument(..., help="Recipe files."),
     overrides: list[str] = typer.Option([], "--set", help="Override a field (repeatable)."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    debug: bool = DEBUG,
 ) -> None:
     """Check recipes without running anything; every problem of every file is listed."""
     from compressctl.recipe import load_recipe

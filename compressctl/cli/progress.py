@@ -19,22 +19,29 @@ class PlainProgress:
         return None
 
 
+def progress_bar(console: Any, spinner: bool = False) -> Any:
+    """A started rich bar (description, bar, done/total, elapsed) that clears itself when stopped."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = [SpinnerColumn()] if spinner else []
+    bar = Progress(
+        *columns,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+    bar.start()
+    return bar
+
+
 class RichProgress:
     """One bar per training task, one spinner line for the current step."""
 
     def __init__(self, console: Any) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        )
-        self.progress.start()
+        self.progress = progress_bar(console, spinner=True)
         self.tasks: dict[str, Any] = {}
         self.status = self.progress.add_task("starting", total=None)
 
