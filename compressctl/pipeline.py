@@ -389,7 +389,9 @@ class Run:
                     artifact, record = cached
                     deferred = None
                     if artifact is None:
-                        deferred = functools.partial(load_torch, self.output_dir / "stages" / stage.name, build_source_module)
+                        deferred = functools.partial(
+                            load_torch, self.output_dir / "stages" / stage.name, build_source_module
+                        )
                     status = "cached"
                     log.info("stage %s: unchanged, reusing %s", stage.name, self.output_dir / "stages" / stage.name)
                     self.progress("stage", name=stage.name, status="cached")
