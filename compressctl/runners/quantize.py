@@ -58,7 +58,10 @@ class QuantizeConfig(StageConfig):
     weight_type: Literal["auto", "int8", "uint8"] = Field("auto", description="Weight type; auto picks by measurement.")
     per_channel: bool = Field(True, description="Per-output-channel weight scales.")
     reduce_range: bool = Field(False, description="7-bit weights (for CPUs without VNNI, avoids saturation).")
-    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    calibration: CalibrationConfig = Field(
+        default_factory=CalibrationConfig,
+        description="static: calibration method (minmax|entropy|percentile|distribution), samples from the training split.",
+    )
     op_types: list[str] | None = Field(None, description="Quantize only these op types (default: all supported).")
     exclude_nodes: list[str] = Field(default_factory=list, description="Node names kept in float.")
     exclude_op_types: list[str] = Field(default_factory=list, description="Op types kept in float.")
