@@ -17,6 +17,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from compressctl.errors import UserError
+
 log = logging.getLogger("compressctl")
 
 IMPORTANCES = ("l1", "l2", "taylor", "bn_scale", "random")
@@ -101,6 +103,30 @@ def attention_heads(module: Any) -> dict[Any, int]:
     return {m: m.num_heads for m in module.modules() if isinstance(m, nn.MultiheadAttention)}
 
 
+QKV = ("query", "key", "value")
+
+
+def qkv_attention_blocks(module: Any) -> list[Any]:
+    """Attention blocks with separate ``query``/``key``/``value`` Linear layers (Hugging Face style)."""
+    from torch import nn
+
+    return [
+        m
+        for m in module.modules()
+        if hasattr(m, "num_attention_heads") and all(isinstance(getattr(m, n, None), nn.Linear) for n in QKV)
+    ]
+
+
+def sync_attention_heads(module: Any, pruner: Any) -> None:
+    """After a pruning step, tell each q/k/v attention block how many heads and how wide it now is."""
+    for block in qkv_attention_blocks(module):
+        heads = pruner.num_heads.get(block.query)
+        if heads:
+            block.num_attention_heads = heads
+            block.attention_head_size = block.query.out_features // heads
+            block.all_head_size = block.query.out_features
+
+
 def cubic_schedule(target: float, steps: int) -> list[float]:
     """Zhu & Gupta (2017): sparsity rises fast at first, then slowly, reaching ``target`` at the last step."""
     return [target * (1 - (1 - i / steps) ** 3) for i in range(steps + 1)]
@@ -123,6 +149,7 @@ def build_pruner(
     round_to: int | None,
     max_layer_amount: float,
     steps: int,
+    heads: float = 0.0,
     schedule: Callable[[float, int], list[float]],
 ) -> tuple[Any, list[str]]:
     """A Torch-Pruning pruner over ``module``; returns it and the names of the layers it leaves alone."""
@@ -148,11 +175,20 @@ def build_pruner(
             "prune: round_to with grouped (not depthwise) convolutions can leave the layers coupled to them "
             "unpruned (Torch-Pruning rounds the whole width, not each group); check the channel counts"
         )
-    heads = attention_heads(module)
+    fused = attention_heads(module)
     # nn.MultiheadAttention keeps embed_dim divisible by num_heads: round every width to a multiple.
     rounding = round_to or 1
-    for count in heads.values():
+    for count in fused.values():
         rounding = rounding * count // math.gcd(rounding, count)
+    # q/k/v blocks: Torch-Pruning keeps their channels grouped per head, and removes whole heads
+    # (each ranked by the summed importance of its channels) when ``heads`` > 0.
+    blocks = qkv_attention_blocks(module)
+    if heads and not blocks:
+        raise UserError(
+            "prune attention_heads: this model has no attention block with separate query/key/value layers "
+            + ("(nn.MultiheadAttention fuses them; its heads narrow with 'amount' instead)" if fused else "")
+        )
+    num_heads = {getattr(b, n): b.num_attention_heads for b in blocks for n in QKV}
     pruner = tp.pruner.BasePruner(
         module,
         example,
@@ -166,5 +202,9 @@ def build_pruner(
         ignored_layers=[named[n] for n in ignored_names],
         round_to=rounding if rounding > 1 else None,
         output_transform=first_tensor,
+        num_heads=num_heads,
+        prune_num_heads=heads > 0,
+        prune_head_dims=heads == 0,
+        head_pruning_ratio=heads,
     )
     return pruner, ignored_names

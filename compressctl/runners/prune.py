@@ -84,6 +84,15 @@ class PruneConfig(StageConfig):
         None, gt=0, le=1024, description="structured: keep channel counts multiples of this (e.g. 8)."
     )
     max_layer_amount: float = Field(0.9, gt=0, lt=1, description="structured: most any single layer may lose.")
+    attention_heads: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description=(
+            "structured: fraction of whole attention heads removed in attention blocks with separate "
+            "query/key/value layers (Hugging Face style); 0 keeps every head and narrows them with the channels."
+        ),
+    )
     n: int = Field(2, ge=1, le=64, description="nm: weights kept per group.")
     m: int = Field(4, ge=2, le=64, description="nm: group size along the input channels.")
     iterations: int = Field(
@@ -99,8 +108,10 @@ class PruneConfig(StageConfig):
                 raise ValueError(f"layer_amounts['{pattern}'] must be in [0, 1) (got {value})")
         if self.method == "nm" and self.n >= self.m:
             raise ValueError(f"n must be smaller than m (got {self.n}:{self.m})")
-        if self.method != "structured" and (self.importance != "l1" or self.round_to is not None):
-            raise ValueError("'importance' and 'round_to' apply to method structured")
+        if self.method != "structured" and (
+            self.importance != "l1" or self.round_to is not None or self.attention_heads
+        ):
+            raise ValueError("'importance', 'round_to' and 'attention_heads' apply to method structured")
         if self.method == "nm" and self.schedule.kind == "gradual":
             raise ValueError("N:M sparsity has no gradual schedule; use kind oneshot with epochs")
         if self.schedule.kind == "gradual":
@@ -176,7 +187,7 @@ def taylor_gradients(module: Any, config: PruneConfig, context: Any) -> None:
 
 
 def prune_structured(module: Any, config: PruneConfig, context: Any, example: tuple[Any, ...]) -> dict[str, Any]:
-    from compressctl.pruning.structured import build_pruner, cubic_schedule, linear_schedule
+    from compressctl.pruning.structured import build_pruner, cubic_schedule, linear_schedule, sync_attention_heads
 
     gradual = config.schedule.kind == "gradual"
     epochs = config.schedule.epochs
@@ -194,6 +205,7 @@ def prune_structured(module: Any, config: PruneConfig, context: Any, example: tu
         keep_head=True,
         round_to=config.round_to,
         max_layer_amount=config.max_layer_amount,
+        heads=config.attention_heads,
         steps=steps,
         schedule=cubic_schedule if gradual else linear_schedule,
     )
@@ -203,6 +215,7 @@ def prune_structured(module: Any, config: PruneConfig, context: Any, example: tu
         if config.importance == "taylor":
             taylor_gradients(module, config, context)
         pruner.step()
+        sync_attention_heads(module, pruner)
         module.zero_grad(set_to_none=True)
         entry: dict[str, Any] = {"step": step + 1, "params": sum(p.numel() for p in module.parameters())}
         if epochs_after[step] > 0:

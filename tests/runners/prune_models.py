@@ -117,3 +117,29 @@ def hf_mobilenet_v2() -> nn.Module:
     return MobileNetV2ForImageClassification(
         MobileNetV2Config(num_channels=1, image_size=8, depth_multiplier=0.35, finegrained_output=False, num_labels=10)
     )
+
+
+class HfBertClassifier(nn.Module):
+    """Hugging Face's BERT encoder (separate query/key/value layers) with a token-classifier head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from transformers import BertConfig, BertModel
+
+        config = BertConfig(
+            vocab_size=50,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=16,
+        )
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.bert(input_ids=input_ids).last_hidden_state[:, 0])
+
+
+def hf_bert() -> nn.Module:
+    return HfBertClassifier()

@@ -16,6 +16,7 @@ from torch import nn
 
 from compressctl.artifact import Artifact, load_torch, save_torch
 from compressctl.data import load_data
+from compressctl.errors import UserError
 from compressctl.onnxio import check_export, export_module, first_tensor
 from compressctl.recipe.models import DataSpec, InputSpec
 from compressctl.runners.prune import PruneConfig, PruneRunner, sparsity_keeper
@@ -144,6 +145,37 @@ def test_structured_pruning_of_hugging_face_architectures(factory: str, tmp_path
     save_torch(artifact, tmp_path)
     with torch.no_grad():
         torch.testing.assert_close(first_tensor(load_torch(tmp_path, build).module(*example)), out)
+
+
+@pytest.mark.parametrize("heads", [0.0, 0.5])
+def test_attention_heads_of_a_hugging_face_encoder(heads: float, tmp_path: Path) -> None:
+    """BERT's q/k/v layers stay grouped per head; ``heads`` removes whole heads, 0 narrows every head."""
+    pytest.importorskip("transformers", reason="transformers is a dev extra (pip install -e '.[dev]')")
+    build = seeded(prune_models.hf_bert)
+    original, pruned, artifact, _ = prune(build, TOKENS, amount=0.25, attention_heads=heads)
+    for layer in pruned.bert.encoder.layer:
+        attention = layer.attention.self
+        if heads:
+            assert attention.num_attention_heads == 2 and attention.attention_head_size == 8
+        else:
+            assert attention.num_attention_heads == 4 and attention.attention_head_size < 8
+        assert attention.query.out_features == attention.key.out_features == attention.value.out_features
+        assert attention.all_head_size == attention.num_attention_heads * attention.attention_head_size
+        assert layer.attention.output.dense.in_features == attention.all_head_size
+    assert params(pruned) < 0.65 * params(original)
+    example = example_inputs(TOKENS, {}, batch=3)
+    with torch.no_grad():
+        out = first_tensor(pruned(*example))
+    assert out.shape == (3, 10)
+    export_round_trip(pruned, TOKENS, tmp_path)
+    save_torch(artifact, tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(first_tensor(load_torch(tmp_path, build).module(*example)), out)
+
+
+def test_removing_heads_of_fused_attention_is_refused_with_the_reason() -> None:
+    with pytest.raises(UserError, match="nn.MultiheadAttention fuses"):
+        prune(small_transformer, TOKENS, amount=0.25, attention_heads=0.5)
 
 
 def test_head_is_kept_and_ignore_round_to_and_layer_amounts_apply() -> None:
