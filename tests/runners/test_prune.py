@@ -130,6 +130,18 @@ def test_structured_pruning_shrinks_coupled_layers_exports_and_survives_the_cach
         torch.testing.assert_close(first_tensor(restored(*example)), out)
 
 
+def runs_exports_and_replays(build: Any, pruned: nn.Module, artifact: Artifact, inputs: list, folder: Path) -> None:
+    """The pruned classifier gives [3, 10] logits, exports, and a fresh model replays it from the cache."""
+    example = example_inputs(inputs, {}, batch=3)
+    with torch.no_grad():
+        out = first_tensor(pruned(*example))
+    assert out.shape == (3, 10)
+    export_round_trip(pruned, inputs, folder)
+    save_torch(artifact, folder)
+    with torch.no_grad():
+        torch.testing.assert_close(first_tensor(load_torch(folder, build).module(*example)), out)
+
+
 @pytest.mark.parametrize("factory", ["hf_resnet", pytest.param("hf_mobilenet_v2", marks=pytest.mark.slow)])
 def test_structured_pruning_of_hugging_face_architectures(factory: str, tmp_path: Path) -> None:
     """Architectures nobody here wrote, passed in as a factory, prune, export and replay from the cache."""
@@ -137,14 +149,7 @@ def test_structured_pruning_of_hugging_face_architectures(factory: str, tmp_path
     build = seeded(getattr(prune_models, factory))
     original, pruned, artifact, _ = prune(build, IMAGE, amount=0.5)
     assert params(pruned) < 0.5 * params(original)
-    example = example_inputs(IMAGE, {}, batch=3)
-    with torch.no_grad():
-        out = first_tensor(pruned(*example))
-    assert out.shape == (3, 10)
-    export_round_trip(pruned, IMAGE, tmp_path)
-    save_torch(artifact, tmp_path)
-    with torch.no_grad():
-        torch.testing.assert_close(first_tensor(load_torch(tmp_path, build).module(*example)), out)
+    runs_exports_and_replays(build, pruned, artifact, IMAGE, tmp_path)
 
 
 @pytest.mark.parametrize("heads", [0.0, 0.5])
@@ -163,14 +168,7 @@ def test_attention_heads_of_a_hugging_face_encoder(heads: float, tmp_path: Path)
         assert attention.all_head_size == attention.num_attention_heads * attention.attention_head_size
         assert layer.attention.output.dense.in_features == attention.all_head_size
     assert params(pruned) < 0.65 * params(original)
-    example = example_inputs(TOKENS, {}, batch=3)
-    with torch.no_grad():
-        out = first_tensor(pruned(*example))
-    assert out.shape == (3, 10)
-    export_round_trip(pruned, TOKENS, tmp_path)
-    save_torch(artifact, tmp_path)
-    with torch.no_grad():
-        torch.testing.assert_close(first_tensor(load_torch(tmp_path, build).module(*example)), out)
+    runs_exports_and_replays(build, pruned, artifact, TOKENS, tmp_path)
 
 
 def test_removing_heads_of_fused_attention_is_refused_with_the_reason() -> None:
