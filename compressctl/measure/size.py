@@ -43,12 +43,18 @@ def count_params(model: Any) -> tuple[int, int]:
         TensorProto.UINT4,
         TensorProto.INT32,
     }
+    # bytes unpacked by a BitShift (k-means 4-bit indices) hold two values each
+    packed = {node.input[0] for node in model.graph.node if node.op_type == "BitShift"}
     total = nonzero = 0
     for tensor in model.graph.initializer:
         if tensor.data_type not in weight_types or tensor.name.endswith(_META_SUFFIXES):
             continue
         count = int(np.prod(tensor.dims)) if tensor.dims else 1
         if count <= 1:
+            continue
+        if tensor.name in packed:
+            total += 2 * count
+            nonzero += 2 * count  # indices, not weights: a zero index is a centroid, not a zero
             continue
         total += count
         try:

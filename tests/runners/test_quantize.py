@@ -123,6 +123,8 @@ def test_kmeans_4bit_stores_packed_indices_and_a_codebook(tmp_path: Path) -> Non
     baseline, final = report["models"][0], report["models"][-1]
     assert final["size_bytes"] < 0.35 * baseline["size_bytes"]
     assert baseline["metrics"]["accuracy"] - final["metrics"]["accuracy"] < 0.05
+    # every weight is still there, as a 4-bit index (plus 16 centroids per codebook)
+    assert baseline["params"] <= final["params"] <= baseline["params"] + 17 * len(details["clustered"])
 
 
 def test_kmeans_decoder_in_graph_matches_numpy() -> None:
