@@ -5,7 +5,7 @@ Folder layout of DIR:
                    reused by every finalist)
   baseline.onnx    the trained baseline, as measured by the proxies
   trials/          proxy models of the search (removed at the end unless keep_trials)
-  finalists/NN/    recipe.yaml + report.json of each finalist's full `apply` run
+  finalists/NN/    recipe.yaml, report.json and model.onnx of each finalist's full `apply` run
   recommended.yaml the winning recipe, advise.json (all figures), advise.html (the page)
 """
 
@@ -30,6 +30,7 @@ log = logging.getLogger("compressctl")
 DEFAULT_TRIALS = 40
 DEFAULT_FINALISTS = 4
 ACCURACY_TIE = 0.002  # finalists closer than this in metric count as equally accurate
+SPEED_TIE = 0.10  # finalists within 10 % of the fastest count as equally fast (as the quantize stage's formats)
 
 
 class BudgetNotMet(CompressctlError):
@@ -109,6 +110,7 @@ def advise(
         timeout_s=timeout,
         seed=recipe.seed,
         progress=progress,
+        prune_sensitivity=analysis["prune"],
     )
     front = search.pareto_front(records)
     chosen = search.choose_finalists(records, finalists, search_budget)
@@ -118,8 +120,9 @@ def advise(
     confirmed = []
     for number, record in enumerate(chosen, start=1):
         data = recipes.candidate_recipe(recipe, record["candidate"], budget, baseline_size, bench.round_to)
-        confirmed.append(confirm(data, recipe, output_dir, number, providers, bench.metric, budget, record))
+        confirmed.append(confirm(data, recipe, output_dir, number, providers, bench.metric, record))
         progress("finalist", done=number, total=len(chosen))
+    time_finalists(bench, confirmed, budget)
 
     feasible = [c for c in confirmed if c["feasible"]]
     best = recommend(feasible, budget)
@@ -156,7 +159,8 @@ def advise(
 
 
 def recommend(feasible: list[dict[str, Any]], budget: Budget) -> dict[str, Any] | None:
-    """The most accurate finalist that meets the budget; among equally accurate ones, the fastest.
+    """The most accurate finalist that meets the budget; among equally accurate ones, the fastest,
+    and among those equally fast (within ``SPEED_TIE``, the run-to-run noise of a latency), the smallest.
 
     Finalists that still meet the latency limits at their p90 latency come first:
     one that meets them only at p50 can miss them when the recipe is applied again.
@@ -171,7 +175,9 @@ def recommend(feasible: list[dict[str, Any]], budget: Budget) -> dict[str, Any] 
     pool = robust or feasible
     top = max(c["figures"]["metric"] for c in pool)
     tied = [c for c in pool if c["figures"]["metric"] >= top - ACCURACY_TIE]
-    return max(tied, key=lambda c: c["figures"]["speedup"])
+    fastest = max(c["figures"]["speedup"] for c in tied)
+    as_fast = [c for c in tied if c["figures"]["speedup"] * (1 + SPEED_TIE) >= fastest]
+    return min(as_fast, key=lambda c: (c["figures"]["size_bytes"], -c["figures"]["speedup"]))
 
 
 def pin_quantization(data: dict[str, Any], report: dict[str, Any]) -> bool:
@@ -223,10 +229,9 @@ def prepare(recipe: Any, output_dir: Path, providers: list[str]) -> tuple[Any, d
         provider=providers[0],
         threads=recipe.report.threads or default_threads(),
         batch_size=gate_batch,
+        first_index=len(leading) + 1,
     )
     for stage in recipe.stages:
-        if stage.type == "finetune":
-            bench.finetune_lr = stage.lr
         if stage.type == "export":
             bench.export_options = {"opset": stage.opset, "dynamo": stage.dynamo}
     baseline_path = output_dir / "baseline.onnx"
@@ -248,6 +253,44 @@ def prepare(recipe: Any, output_dir: Path, providers: list[str]) -> tuple[Any, d
     return bench, report
 
 
+def side_by_side_figures(
+    figures: dict[str, Any], timing: dict[str, Any], base_timing: dict[str, Any]
+) -> dict[str, Any]:
+    """A finalist's report figures with its latency and speedup from the side-by-side timing (its report's kept
+    as ``report_speedup``)."""
+    return dict(
+        figures,
+        p50_ms=timing["p50_ms"],
+        p90_ms=timing["p90_ms"],
+        speedup=base_timing["p50_ms"] / timing["p50_ms"],
+        speedup_at_p90=base_timing["p50_ms"] / timing["p90_ms"],
+        report_speedup=figures["speedup"],
+        session_p50s=timing["p50s"],
+    )
+
+
+LATENCY_GATES = ("min_speedup", "max_latency_ms")  # judged on the side-by-side timing
+
+
+def time_finalists(bench: Any, finalists: list[dict[str, Any]], budget: Budget) -> None:
+    """Time every finalist's model and the baseline side by side, and judge the finalists on those figures.
+
+    Each report timed its model minutes apart from the others, and latency on a
+    shared CPU drifts by up to a quarter over minutes: a finalist must not win or
+    lose on when it ran. Accuracy, size and the other gates come from the reports.
+    """
+    from compressctl.advise.workbench import CONFIRM_ROUNDS
+
+    report = bench.recipe.report
+    paths = [bench.baseline_path] + [Path(f["model_path"]) for f in finalists]
+    base, *timings = bench.side_by_side(paths, CONFIRM_ROUNDS, warmup=report.warmup, repeat=report.repeat)
+    for finalist, timing in zip(finalists, timings, strict=True):
+        figures = side_by_side_figures(finalist["figures"], timing, base)
+        finalist["figures"] = figures
+        finalist["violations"] = budget.violations(figures)
+        finalist["feasible"] = budget.meets(figures) and finalist.pop("other_gates_passed")
+
+
 def confirm(
     data: dict[str, Any],
     recipe: Any,
@@ -255,12 +298,15 @@ def confirm(
     number: int,
     providers: list[str],
     metric: str,
-    budget: Budget,
     record: dict[str, Any],
 ) -> dict[str, Any]:
-    """Run a finalist's recipe with full fine-tuning through the pipeline; its report gives the real figures."""
+    """Run a finalist's recipe with full fine-tuning through the pipeline; its report gives the real figures.
+
+    Its final model is kept beside the report, for ``time_finalists`` to time with the others.
+    """
     from compressctl.advise import recipes
     from compressctl.advise.search import describe_candidate
+    from compressctl.onnxio import MODEL_FILE, onnx_files
     from compressctl.pipeline import apply
     from compressctl.recipe.loader import validate_data
 
@@ -277,17 +323,18 @@ def confirm(
     if pin_quantization(data, report):
         recipe_path.write_text(header + yaml.safe_dump(data, sort_keys=False))
         validate_data(data, str(recipe_path))
-    figures = recipes.report_figures(report, metric)
+    for source in onnx_files(output_dir / "run" / MODEL_FILE):
+        shutil.copyfile(source, folder / source.name)
     return {
         "finalist": number,
         "trial": record["trial"],
         "candidate": record["candidate"],
         "description": describe_candidate(record["candidate"]),
         "proxy": record["figures"],
-        "figures": figures,
-        "violations": budget.violations(figures),
-        "feasible": budget.meets(figures) and report["passed"],
+        "figures": recipes.report_figures(report, metric),
+        "other_gates_passed": all(g["passed"] for g in report["gates"] if g["name"] not in LATENCY_GATES),
         "stages": [{"name": s["name"], "seconds": s["seconds"]} for s in report["stages"]],
         "recipe_path": str(recipe_path),
         "report_path": str(folder / "report.json"),
+        "model_path": str(folder / MODEL_FILE),
     }

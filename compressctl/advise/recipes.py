@@ -1,4 +1,20 @@
-"""Candidates as ordinary recipes (plain dicts validated by the recipe loader), and their real figures."""
+"""Candidates as ordinary recipes (plain dicts validated by the recipe loader), and their real figures.
+
+A candidate is a plain dict chosen by the search:
+
+* ``layer_amounts`` ({pattern: ratio}) and ``importance`` (``l1``, ``l2``, ``bn_scale``):
+  structured pruning; ``bn_scale`` is network slimming, a fine-tuning with L1
+  on the BatchNorm scales before the channels are ranked by them;
+* ``lowrank`` ({"ratio": r} or {"energy": e}) and ``lowrank_order`` (``before``
+  or ``after`` pruning): Tucker-2 on the convs, where it lowers their MACs;
+* ``quantize`` (``float``, ``int8``, ``kmeans``), ``bits`` (k-means) and
+  ``float_fallback`` (INT8: the quantize stage's ``max_accuracy_drop``, None for
+  none); ``per_channel`` / ``calibration`` for ONNX-only models.
+
+``candidate_stages`` is the one translation of a candidate into stages: the
+workbench runs the same stages (with a shorter recovery fine-tuning) as the
+recipe it recommends.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +31,11 @@ DEFAULT_INT8 = {
     "calibration": {"method": "minmax", "samples": 256},
     "max_accuracy_drop": 0.003,  # nodes that lose more than this go back to float
 }
+# L1 weight on the BatchNorm scales during the slimming fine-tuning. With Adam and a
+# few epochs a weight this large is needed for the scales of unneeded channels to
+# fall clearly below the others (Liu et al. 2017 train far longer with 1e-4).
+SLIMMING_PENALTY = 1e-3
+LOWRANK_METHOD = "tucker"  # the convs' factorisation (svd is for Linear layers)
 
 
 def recipe_dict(recipe: Any) -> dict[str, Any]:
@@ -69,36 +90,117 @@ def budget_gates(budget: Budget, baseline_size_bytes: int) -> dict[str, float]:
     return gates
 
 
+# -- reading a candidate ------------------------------------------------------------------------
+
+
+def prune_amounts(candidate: dict[str, Any]) -> dict[str, float]:
+    """The parts that lose channels, with their ratios (empty: no pruning)."""
+    return {k: v for k, v in (candidate.get("layer_amounts") or {}).items() if v > 0}
+
+
+def slims(candidate: dict[str, Any]) -> bool:
+    """Network slimming: a fine-tuning with L1 on the BatchNorm scales, then pruning ranked by them."""
+    return bool(prune_amounts(candidate)) and candidate.get("importance") == "bn_scale"
+
+
+def quantization(candidate: dict[str, Any]) -> str:
+    """``float``, ``int8`` or ``kmeans`` (``quantize: true/false`` from older advise.json files: int8/float)."""
+    mode = candidate.get("quantize", "float")
+    if mode is True:
+        return "int8"
+    return mode or "float"
+
+
+def lowrank_rule(candidate: dict[str, Any]) -> dict[str, float] | None:
+    """``{"ratio": r}`` or ``{"energy": e}`` when the candidate factorises its convs."""
+    rule = candidate.get("lowrank")
+    return dict(rule) if rule else None
+
+
+# -- the stages of a candidate ----------------------------------------------------------------------
+
+
+def slimming_stage(recipe: Any) -> dict[str, Any]:
+    """The recipe's fine-tuning, with L1 on the BatchNorm scales (network slimming)."""
+    return dict(stage_template(recipe, "finetune", DEFAULT_FINETUNE), sparsity_regularization=SLIMMING_PENALTY)
+
+
+def prune_stage(candidate: dict[str, Any], round_to: int | None) -> dict[str, Any]:
+    prune: dict[str, Any] = {
+        "type": "prune",
+        "method": "structured",
+        "amount": 0.0,
+        "importance": candidate.get("importance", "l1"),
+        "layer_amounts": prune_amounts(candidate),
+    }
+    if round_to:
+        prune["round_to"] = round_to
+    return prune
+
+
+def lowrank_stage(rule: dict[str, float]) -> dict[str, Any]:
+    """Tucker-2 on the convs; the runner only replaces a conv where that lowers its MACs."""
+    return {"type": "lowrank", "method": LOWRANK_METHOD, **rule}
+
+
+def quantize_stage(recipe: Any, candidate: dict[str, Any]) -> dict[str, Any] | None:
+    mode = quantization(candidate)
+    if mode == "kmeans":
+        return {"type": "quantize", "mode": "kmeans", "bits": int(candidate.get("bits", 4))}
+    if mode != "int8":
+        return None
+    quantize = stage_template(recipe, "quantize", DEFAULT_INT8)
+    if quantize.get("mode", "static") != "static":
+        quantize = dict(DEFAULT_INT8)
+    if "per_channel" in candidate:
+        quantize["per_channel"] = candidate["per_channel"]
+    if "calibration" in candidate:
+        quantize["calibration"] = dict(quantize.get("calibration", {}), method=candidate["calibration"])
+    if "float_fallback" in candidate:
+        quantize.pop("max_accuracy_drop", None)
+        if candidate["float_fallback"] is not None:
+            quantize["max_accuracy_drop"] = candidate["float_fallback"]
+    return quantize
+
+
+def torch_stages(
+    recipe: Any, candidate: dict[str, Any], round_to: int | None, finetune_epochs: int | None = None
+) -> list[dict[str, Any]]:
+    """The torch-level compression stages, in order: [slimming] → [low-rank] → [prune] → [low-rank] → fine-tune.
+
+    ``finetune_epochs`` shortens the recovery fine-tuning (the workbench's proxies).
+    """
+    stages: list[dict[str, Any]] = []
+    amounts = prune_amounts(candidate)
+    rule = lowrank_rule(candidate)
+    before = rule is not None and (candidate.get("lowrank_order") == "before" or not amounts)
+    if slims(candidate):
+        stages.append(slimming_stage(recipe))
+    if rule is not None and before:
+        stages.append(lowrank_stage(rule))
+    if amounts:
+        stages.append(prune_stage(candidate, round_to))
+    if rule is not None and not before:
+        stages.append(lowrank_stage(rule))
+    if amounts or rule is not None:
+        finetune = stage_template(recipe, "finetune", DEFAULT_FINETUNE)
+        if finetune_epochs is not None:
+            finetune["epochs"] = finetune_epochs
+        stages.append(finetune)
+    return stages
+
+
 def candidate_recipe(
     recipe: Any, candidate: dict[str, Any], budget: Budget, baseline_size_bytes: int, round_to: int | None
 ) -> dict[str, Any]:
-    """The full recipe of a candidate: leading stages, prune + fine-tune, export, INT8; the budget as gates."""
+    """The full recipe of a candidate: leading stages, its torch stages, export, quantize; the budget as gates."""
     data = recipe_dict(recipe)
     stages = leading_stages(recipe)
-    amounts = {k: v for k, v in (candidate.get("layer_amounts") or {}).items() if v > 0}
-    if amounts:
-        prune: dict[str, Any] = {
-            "type": "prune",
-            "method": "structured",
-            "amount": 0.0,
-            "importance": candidate.get("importance", "l1"),
-            "layer_amounts": amounts,
-        }
-        if round_to:
-            prune["round_to"] = round_to
-        stages.append(prune)
-        finetune = stage_template(recipe, "finetune", DEFAULT_FINETUNE)
-        stages.append(finetune)
     if not recipe.model.onnx:
+        stages += torch_stages(recipe, candidate, round_to)
         stages.append(stage_template(recipe, "export", {"opset": 18}))
-    if candidate.get("quantize"):
-        quantize = stage_template(recipe, "quantize", DEFAULT_INT8)
-        if quantize.get("mode", "static") not in ("static",):
-            quantize = dict(DEFAULT_INT8)
-        if "per_channel" in candidate:
-            quantize["per_channel"] = candidate["per_channel"]
-        if "calibration" in candidate:
-            quantize["calibration"] = dict(quantize.get("calibration", {}), method=candidate["calibration"])
+    quantize = quantize_stage(recipe, candidate)
+    if quantize is not None:
         stages.append(quantize)
     data["stages"] = stages
     data["gates"] = budget_gates(budget, baseline_size_bytes)
@@ -122,6 +224,7 @@ def report_figures(report: dict[str, Any], metric: str) -> dict[str, Any]:
         "baseline_metric": base_metric,
         "accuracy_drop": base_metric - final_metric,
         "p50_ms": p50,
+        "baseline_p50_ms": base_timing["p50_ms"],
         "speedup": report["summary"]["speedup"][at],
         "p90_ms": timing["p90_ms"],
         "speedup_at_p90": base_timing["p50_ms"] / timing["p90_ms"],

@@ -75,11 +75,14 @@ def test_search_respects_each_constraint_kind(workspace, kind):
         assert trial["feasible"] == meets(kind, proxy_limit, trial["figures"])
     best = result["recommended"]
     assert meets(kind, limit, best["figures"])
-    # the recommendation's figures come from a real apply run whose gates encode the budget
+    # the recommendation's figures come from a real apply run whose gates encode the budget; latency
+    # limits are judged on the finalists' and the baseline's side-by-side timing
     report = yaml.safe_load(Path(best["report_path"]).read_text())
-    assert report["passed"] and {g["name"] for g in report["gates"]} >= {
-        kind if kind != "max_size_mb" else "max_size_ratio"
-    }
+    assert {g["name"] for g in report["gates"]} >= {kind if kind != "max_size_mb" else "max_size_ratio"}
+    assert all(g["passed"] for g in report["gates"] if g["name"] not in ("min_speedup", "max_latency_ms"))
+    timings = best["figures"]["session_p50s"]
+    assert len(timings) == 3 and best["figures"]["p50_ms"] == pytest.approx(min(timings), abs=1e-4)
+    assert Path(best["model_path"]).is_file()
     assert (folder / "out" / "recommended.yaml").is_file()
 
 
@@ -126,3 +129,85 @@ def test_onnx_only_model_searches_quantization(workspace):
     assert all("layer_amounts" not in t["candidate"] for t in result["trials"])
     stages = yaml.safe_load((folder / "onnx-out" / "recommended.yaml").read_text())["stages"]
     assert [s["type"] for s in stages] == ["quantize"]
+
+
+def tiny_candidate(**choices) -> dict:
+    """A candidate for the tiny CNN: half of conv 3's channels pruned, then ``choices``."""
+    return {"layer_amounts": {"0": 0.0, "3": 0.5, "7": 0.0}, "importance": "l1", **choices}
+
+
+def test_proxies_run_slimming_lowrank_kmeans_and_float_fallback(workspace):
+    """The workbench runs each family's stages; what they did comes back with the figures."""
+    folder, _recipe, bench = workspace
+    slimmed = tiny_candidate(importance="bn_scale", quantize="kmeans", bits=8)
+    figures = bench.evaluate(slimmed, folder / "proxy-slimmed")
+    scales = figures["stages"]["slimming"]
+    assert scales["bn_scales_after"]["median"] < scales["bn_scales_before"]["median"]  # L1 pulls the scales down
+    assert figures["kmeans"]["clustered"] > 0 and figures["size_bytes"] < figures["float"]["size_bytes"]
+
+    factored = tiny_candidate(
+        layer_amounts={"0": 0.25, "3": 0.25},
+        lowrank={"ratio": 0.5},
+        lowrank_order="after",
+        quantize="int8",
+        float_fallback=0.0,
+    )
+    figures = bench.evaluate(factored, folder / "proxy-factored")
+    lowrank = figures["stages"]["lowrank"]
+    assert lowrank["decomposed"] and lowrank["macs_after"] < lowrank["macs_before"]
+    assert figures["float"]["macs"] < bench.baseline["macs"]
+    assert figures["fallback"]["max_accuracy_drop"] == 0.0 and figures["fallback"]["float_nodes"] >= 0
+
+
+def test_recipes_with_the_new_stages_apply(workspace):
+    """Slimming → low-rank → prune → fine-tune → export → k-means runs as an ordinary recipe (edits replay)."""
+    from compressctl.advise.recipes import candidate_recipe
+    from compressctl.pipeline import apply
+    from compressctl.recipe.loader import validate_data
+
+    folder, recipe, _bench = workspace
+    candidate = tiny_candidate(
+        importance="bn_scale", lowrank={"ratio": 0.5}, lowrank_order="before", quantize="kmeans", bits=4
+    )
+    data = candidate_recipe(recipe, candidate, Budget(max_accuracy_drop=0.5), 10**6, round_to=8)
+    report = apply(validate_data(data, "candidate.yaml"), folder / "out" / "run")
+    assert report["passed"]
+    assert [s["type"] for s in report["stages"]] == [
+        "train",
+        "finetune",
+        "lowrank",
+        "prune",
+        "finetune",
+        "export",
+        "quantize",
+    ]
+    assert report["stages"][0]["cached"]  # the baseline's training is shared with the search
+
+
+def test_recommend_prefers_accuracy_then_speed_then_size_within_noise():
+    from compressctl.advise.advisor import recommend
+
+    def finalist(metric: float, speedup: float, size: int) -> dict:
+        figures = {"metric": metric, "speedup": speedup, "speedup_at_p90": speedup, "p50_ms": 1.0, "p90_ms": 1.0}
+        return {"figures": dict(figures, size_bytes=size, accuracy_drop=0.99 - metric)}
+
+    budget = Budget(min_speedup=2.0)
+    big_fast, small_as_fast, accurate_slow = (
+        finalist(0.98, 5.0, 200),
+        finalist(0.98, 4.8, 100),
+        finalist(0.99, 2.5, 300),
+    )
+    assert recommend([big_fast, small_as_fast, accurate_slow], budget) is accurate_slow
+    assert recommend([big_fast, small_as_fast], budget) is small_as_fast  # 4 % slower is within the noise
+    assert recommend([big_fast, finalist(0.98, 4.0, 100)], budget) is big_fast
+
+
+def test_finalists_are_judged_on_the_side_by_side_timing():
+    from compressctl.advise.advisor import side_by_side_figures
+
+    report = {"p50_ms": 1.3, "p90_ms": 1.4, "speedup": 6.0 / 1.3, "metric": 0.99}
+    timing = {"p50_ms": 1.0, "p90_ms": 1.1, "p50s": [1.2, 1.0, 1.05]}
+    figures = side_by_side_figures(report, timing, {"p50_ms": 5.8, "p90_ms": 6.0, "p50s": [5.8, 5.9, 6.1]})
+    assert figures["p50_ms"] == 1.0 and figures["speedup"] == pytest.approx(5.8)
+    assert figures["speedup_at_p90"] == pytest.approx(5.8 / 1.1) and figures["report_speedup"] == report["speedup"]
+    assert figures["session_p50s"] == [1.2, 1.0, 1.05] and figures["metric"] == 0.99

@@ -1,0 +1,77 @@
+"""Candidate → recipe: every choice of the search reaches recommended.yaml as ordinary, valid stages."""
+
+from __future__ import annotations
+
+import pytest
+
+from compressctl.advise.budget import Budget
+from compressctl.advise.recipes import SLIMMING_PENALTY, candidate_recipe, quantize_stage
+from tests.advise.test_advisor import advise_recipe_path
+
+HALF = {"0": 0.5, "3": 0.5, "7": 0.0}
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    from compressctl.recipe import load_recipe
+
+    return load_recipe(advise_recipe_path(tmp_path_factory.mktemp("recipes")))
+
+
+def stages_of(recipe, candidate: dict) -> list[dict]:
+    """The candidate's recipe, validated and planned like `compressctl validate` does, as stage dicts."""
+    from compressctl.pipeline import plan_stages
+    from compressctl.recipe.loader import validate_data
+
+    data = candidate_recipe(recipe, candidate, Budget(max_accuracy_drop=0.01), 1_000_000, round_to=8)
+    plan_stages(validate_data(data, "candidate.yaml"))
+    assert data["gates"] == {"max_accuracy_drop": 0.01}
+    return data["stages"]
+
+
+def test_network_slimming_fine_tunes_with_l1_on_bn_scales_before_pruning_by_them(recipe):
+    stages = stages_of(recipe, {"layer_amounts": HALF, "importance": "bn_scale", "quantize": "int8"})
+    assert [s["type"] for s in stages] == ["train", "finetune", "prune", "finetune", "export", "quantize"]
+    assert stages[1]["sparsity_regularization"] == SLIMMING_PENALTY
+    assert stages[2]["importance"] == "bn_scale" and stages[2]["layer_amounts"] == {"0": 0.5, "3": 0.5}
+    assert "sparsity_regularization" not in stages[3]  # the recovery fine-tuning is the recipe's own
+
+
+@pytest.mark.parametrize(("order", "expected"), [("before", ["lowrank", "prune"]), ("after", ["prune", "lowrank"])])
+def test_lowrank_goes_where_the_stage_order_says(recipe, order, expected):
+    candidate = {
+        "layer_amounts": HALF,
+        "importance": "l2",
+        "lowrank": {"ratio": 0.3},
+        "lowrank_order": order,
+        "quantize": "float",
+    }
+    stages = stages_of(recipe, candidate)
+    assert [s["type"] for s in stages] == ["train", *expected, "finetune", "export"]
+    lowrank = next(s for s in stages if s["type"] == "lowrank")
+    assert lowrank == {"type": "lowrank", "method": "tucker", "ratio": 0.3}  # the runner skips convs it cannot shrink
+
+
+def test_lowrank_without_pruning_and_energy_ranks(recipe):
+    stages = stages_of(recipe, {"layer_amounts": {"0": 0.0}, "lowrank": {"energy": 0.9}, "lowrank_order": "after"})
+    assert [s["type"] for s in stages] == ["train", "lowrank", "finetune", "export"]
+    assert stages[1]["energy"] == 0.9
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_kmeans_bit_widths(recipe, bits):
+    stages = stages_of(recipe, {"layer_amounts": HALF, "quantize": "kmeans", "bits": bits})
+    assert stages[-1] == {"type": "quantize", "mode": "kmeans", "bits": bits}
+
+
+@pytest.mark.parametrize("fallback", [None, 0.001])
+def test_int8_float_fallback_is_the_quantize_max_accuracy_drop(recipe, fallback):
+    stages = stages_of(recipe, {"layer_amounts": HALF, "quantize": "int8", "float_fallback": fallback})
+    assert stages[-1]["mode"] == "static" and stages[-1].get("max_accuracy_drop") == fallback
+
+
+def test_float_candidates_have_no_quantize_stage_and_old_candidates_still_read(recipe):
+    assert stages_of(recipe, {"layer_amounts": HALF, "quantize": "float"})[-1]["type"] == "export"
+    assert stages_of(recipe, {"layer_amounts": {"0": 0.0}})[-1]["type"] == "export"
+    # advise.json files of earlier versions said quantize: true
+    assert quantize_stage(recipe, {"quantize": True})["mode"] == "static"
