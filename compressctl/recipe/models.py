@@ -51,18 +51,15 @@ class InputSpec(Strict):
         return shape
 
 
-class ModelSource(Strict):
+class ModelRef(Strict):
+    """A model: a torch factory (with kwargs and an optional checkpoint) or an ONNX file."""
+
     factory: str | None = Field(None, description="'module:callable' building a torch.nn.Module.")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the factory.")
     checkpoint: str | None = Field(
         None, description="state_dict to load: .pt/.pth (loaded weights_only) or .safetensors."
     )
-    onnx: str | None = Field(None, description="An ONNX file, for ONNX-only pipelines.")
-    inputs: list[InputSpec] = Field(default_factory=list, description="Model inputs; required for torch models.")
-    dims: dict[str, int] = Field(
-        default_factory=dict,
-        description="Sizes for named dims other than batch when making example inputs (e.g. {seq: 32}).",
-    )
+    onnx: str | None = Field(None, description="An ONNX file.")
 
     @field_validator("factory")
     @classmethod
@@ -70,13 +67,28 @@ class ModelSource(Strict):
         return None if value is None else check_factory(value)
 
     @model_validator(mode="after")
-    def _one_source(self) -> ModelSource:
+    def _one_source(self) -> ModelRef:
         if bool(self.factory) == bool(self.onnx):
             raise ValueError("give exactly one of 'factory' or 'onnx'")
-        if self.factory and not self.inputs:
-            raise ValueError("'inputs' is required with 'factory' (names, shapes and dtypes of the model inputs)")
         if self.onnx and self.checkpoint:
             raise ValueError("'checkpoint' applies to 'factory' models, not to 'onnx'")
+        return self
+
+
+class ModelSource(ModelRef):
+    """The recipe's model, with the inputs it takes."""
+
+    onnx: str | None = Field(None, description="An ONNX file, for ONNX-only pipelines.")
+    inputs: list[InputSpec] = Field(default_factory=list, description="Model inputs; required for torch models.")
+    dims: dict[str, int] = Field(
+        default_factory=dict,
+        description="Sizes for named dims other than batch when making example inputs (e.g. {seq: 32}).",
+    )
+
+    @model_validator(mode="after")
+    def _inputs(self) -> ModelSource:
+        if self.factory and not self.inputs:
+            raise ValueError("'inputs' is required with 'factory' (names, shapes and dtypes of the model inputs)")
         names = [i.name for i in self.inputs]
         if len(set(names)) != len(names):
             raise ValueError(f"input names must be unique (got {names})")

@@ -25,34 +25,24 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from compressctl.artifact import Artifact, register_edit
 from compressctl.errors import UserError
-from compressctl.recipe.models import Strict, check_factory
+from compressctl.recipe.models import ModelRef, Strict
 from compressctl.runners.base import Runner
 from compressctl.runners.train import _TrainOptions, settings_from
 
 log = logging.getLogger("compressctl")
 
 
-class ModelRef(Strict):
-    factory: str | None = Field(None, description="'module:callable' building a torch.nn.Module.")
-    kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the factory.")
-    checkpoint: str | None = Field(None, description="state_dict to load: .pt/.pth (weights_only) or .safetensors.")
+class TeacherOrStudent(ModelRef):
     onnx: str | None = Field(None, description="An ONNX file (teacher only; run through ONNX Runtime).")
 
-    @field_validator("factory")
-    @classmethod
-    def _factory(cls, value: str | None) -> str | None:
-        return None if value is None else check_factory(value)
-
     @model_validator(mode="after")
-    def _one_source(self) -> ModelRef:
-        if bool(self.factory) == bool(self.onnx):
-            raise ValueError("give exactly one of 'factory' or 'onnx'")
-        if self.onnx and (self.checkpoint or self.kwargs):
-            raise ValueError("'checkpoint' and 'kwargs' apply to 'factory' models, not to 'onnx'")
+    def _no_kwargs_for_onnx(self) -> TeacherOrStudent:
+        if self.onnx and self.kwargs:
+            raise ValueError("'kwargs' applies to 'factory' models, not to 'onnx'")
         return self
 
 
@@ -91,8 +81,8 @@ class RelationalLoss(Strict):
 class DistillConfig(_TrainOptions):
     type: Literal["distill"] = "distill"
     epochs: int = Field(10, ge=0, le=10_000, description="Passes over the training split.")
-    teacher: ModelRef | None = Field(None, description="The teacher (default: the baseline model).")
-    student: ModelRef | None = Field(
+    teacher: TeacherOrStudent | None = Field(None, description="The teacher (default: the baseline model).")
+    student: TeacherOrStudent | None = Field(
         None, description="A new student architecture from a factory (default: the current model)."
     )
     soft: SoftLoss | None = Field(default_factory=SoftLoss, description="Soft-target loss (Hinton et al.).")
