@@ -97,6 +97,50 @@ def compare_reports(old: dict[str, Any], new: dict[str, Any], limits: Limits | N
     return Comparison(old.get("recipe", {}).get("name", "old"), new.get("recipe", {}).get("name", "new"), checks)
 
 
+def remeasure(old: dict[str, Any], new: dict[str, Any], comparison: Comparison, limits: Limits) -> Comparison:
+    """Replace the stored latency checks by both final models timed again, together, in one sitting.
+
+    Reports from different days (or machines) are not comparable by their
+    stored figures: the machine's speed drifts. The sitting runs at every
+    provider × batch size the new report measured.
+    """
+    from compressctl.measure.sitting import time_together
+
+    paths = {}
+    for label, report in (("old", old), ("new", new)):
+        path = Path(final_model(report)["path"])
+        if not path.is_file():
+            raise UserError(f"--remeasure: the {label} report's final model {path} is not there any more")
+        paths[label] = path
+    keys = list(latencies(final_model(new)))
+    if not keys:
+        raise UserError("--remeasure: the new report has no latency to compare")
+    checks = [c for c in comparison.checks if not c.name.startswith("p50_ms ")]
+    pool = _feeds_pool(new)
+    for provider in dict.fromkeys(k.partition("@")[0] for k in keys):
+        batches = [int(k.partition("@")[2]) for k in keys if k.startswith(provider + "@")]
+        for sitting in time_together(paths, pool, provider=provider, batch_sizes=batches):
+            old_ms, new_ms = (sitting.stats(n)["estimate_ms"] for n in ("old", "new"))
+            _point, low, high = sitting.speedups["new"]
+            check = _latency_check(sitting.key, old_ms, new_ms, limits)
+            check.name = f"latency {sitting.key} (remeasured)"
+            check.change += f" [{(1 / high - 1) * 100:+.1f} to {(1 / low - 1) * 100:+.1f} %]"
+            checks.append(check)
+    return Comparison(comparison.old_name, comparison.new_name, checks)
+
+
+def _feeds_pool(report: dict[str, Any]) -> Any:
+    """Inputs for a remeasurement: generated from each session's inputs and the recipe's dims."""
+    from compressctl.benchmark import generated_feeds
+
+    dims = report.get("recipe", {}).get("model", {}).get("dims") or {}
+
+    def feeds(name: str, session: Any, batch: int) -> Any:
+        return generated_feeds(session, batch, dims)
+
+    return feeds
+
+
 def _metric_check(old: dict, new: dict, old_final: dict, new_final: dict, limits: Limits) -> Check:
     metric = metric_name(new)
     before, after = old_final.get("metrics", {}).get(metric), new_final.get("metrics", {}).get(metric)
@@ -136,7 +180,7 @@ def _value(check: Check, value: float | None) -> str:
         from compressctl.report.tables import human_bytes
 
         return human_bytes(value)
-    return f"{value:.4f}" if not check.name.startswith("p50_ms") else f"{value:.3f} ms"
+    return f"{value:.4f}" if not check.name.startswith(("p50_ms", "latency")) else f"{value:.3f} ms"
 
 
 HEADER = ["check", "old", "new", "change", "limit", "result"]

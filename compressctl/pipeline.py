@@ -328,10 +328,14 @@ class Run:
                 context.details.setdefault("export", self.export_artifact(result, tmp_dir / "model.onnx"))
         except CompressctlError:
             raise
-        except (KeyboardInterrupt, MemoryError):
+        except KeyboardInterrupt:
             raise
         except Exception as exc:
+            from compressctl.memory import is_out_of_memory, out_of_memory_message
+
             log.debug("stage %s failed", stage.name, exc_info=True)
+            if is_out_of_memory(exc):
+                raise StageError(stage.name, out_of_memory_message()) from None
             raise StageError(stage.name, f"{type(exc).__name__}: {exc}") from exc
         seconds = time.perf_counter() - started
         record = self._save_stage(stage, key, result, tmp_dir, context.details, seconds)
@@ -420,7 +424,9 @@ class Run:
                 last_measured = self._measure_baseline(artifact, plan, len(plan))
             final_path = self._publish_final(artifact, plan)
             assert last_measured is not None
-            final = dict(last_measured, name="final", path=str(final_path))
+            timed = list(self.measured)
+            self.measurer.sit(timed)
+            final = dict(last_measured, name="final", path=str(final_path), source=last_measured["name"])
             self.measured.append(final)
         finally:
             self.total_seconds = time.perf_counter() - started

@@ -36,8 +36,8 @@ def main() -> None:
     from compressctl.measure.metrics import accuracy, predict
     from compressctl.measure.size import size_on_disk
     from compressctl.pipeline import apply
+    from compressctl.quantization.int8 import CalibrationReader
     from compressctl.recipe import load_recipe
-    from compressctl.runners.quantize import CalibrationReader
 
     recipe = load_recipe(args.recipe)
     out = Path(args.output)

@@ -184,13 +184,17 @@ def pin_quantization(data: dict[str, Any], report: dict[str, Any]) -> bool:
     """Write the INT8 format the run measured fastest into the recipe, so applying it rebuilds the same model.
 
     With ``format: auto`` the quantize stage picks among near-equal formats by a
-    latency measurement, which noise can flip from one run to the next.
+    latency measurement, which noise can flip from one run to the next. When
+    the stage kept the float model (no format was faster), the recipe drops it.
     """
     ran = [s for s in report["stages"] if s["type"] == "quantize"]
     stages = [s for s in data["stages"] if s["type"] == "quantize"]
     if not ran or not stages or "chosen" not in ran[-1]["details"]:
         return False
     chosen = next(c for c in ran[-1]["details"]["candidates"] if c["candidate"] == ran[-1]["details"]["chosen"])
+    if "format" not in chosen:
+        data["stages"].remove(stages[-1])
+        return True
     stages[-1].update(format=chosen["format"], activation_type=chosen["activation"], weight_type=chosen["weight"])
     return True
 

@@ -278,10 +278,10 @@ class Workbench:
 
         Returns it with the pre-processed model, whose node names ``float_nodes`` refer to.
         """
-        from compressctl.runners.quantize import CalibrationReader, preprocess, quantize_candidate
+        from compressctl.quantization.int8 import CalibrationReader, preprocess, quantize_candidate
 
         config = self.int8_config(options)
-        prepared = preprocess(source, folder / "prepared.onnx")
+        prepared = preprocess(source, folder / "prepared.onnx", [])
         calibration = self.data.calibration.head(config.calibration.samples)
         reader = CalibrationReader(calibration, self.data.input_names, self.recipe.data.batch_size)
         made: list[Path] = []
@@ -303,8 +303,7 @@ class Workbench:
         self, source: Path, folder: Path, float_metric: float, max_drop: float, **options: Any
     ) -> tuple[Path, dict[str, Any]]:
         """INT8, then the quantize stage's accuracy-aware fallback: sensitive nodes back to float until the drop is met."""
-        from compressctl.quantization.fallback import accuracy_aware_fallback
-        from compressctl.runners.quantize import fallback_nodes
+        from compressctl.quantization.fallback import accuracy_aware_fallback, fallback_nodes
 
         quantize, prepared = self.int8_quantizer(source, folder, **options)
         quantized = quantize([])
@@ -329,12 +328,13 @@ class Workbench:
 
     def kmeans(self, source: Path, folder: Path, bits: int) -> tuple[Path, dict[str, Any]]:
         """k-means weight clustering through the quantize runner's helpers (``source`` when no weight is large enough)."""
-        from compressctl.runners.quantize import QuantizeConfig, transform_weights
+        from compressctl.quantization.weight_only import transform_weights
+        from compressctl.runners.quantize import QuantizeConfig
 
         target = folder / f"kmeans{bits}.onnx"
         config = QuantizeConfig(type="quantize", mode="kmeans", bits=bits)
         try:
-            details = transform_weights(source, target, config, None)
+            details = transform_weights(source, target, config)
         except ValueError as exc:  # every weight is under min_elements: nothing to cluster
             return source, {"clustered": 0, "reason": str(exc)}
         return target, {"clustered": len(details["clustered"])}

@@ -82,6 +82,9 @@ def handle_errors(debug: bool = False) -> Iterator[None]:
 
     previous = signal.signal(signal.SIGTERM, on_term) if _main_thread() else None
     try:
+        from compressctl.memory import bound_memory
+
+        bound_memory()
         yield
     except typer.Exit:
         raise
@@ -100,7 +103,9 @@ def handle_errors(debug: bool = False) -> Iterator[None]:
         error("interrupted; finished stages are kept and the next run resumes from them")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except MemoryError:
-        error("out of memory; try a smaller batch size or fewer samples")
+        from compressctl.memory import out_of_memory_message
+
+        error(out_of_memory_message())
         raise typer.Exit(EXIT_STAGE_FAILED) from None
     except OSError as exc:
         if debug:

@@ -29,6 +29,11 @@ def compare(
     ),
     output_format: str = typer.Option("table", "--format", help="table, markdown (for a CI job summary) or json."),
     junit: Path | None = typer.Option(None, "--junit", help="Also write JUnit XML here (one test case per check)."),
+    remeasure: bool = typer.Option(
+        False,
+        "--remeasure",
+        help="Time both final models again, together in one sitting, instead of dividing stored figures.",
+    ),
     debug: bool = DEBUG,
 ) -> None:
     """Diff two reports' final models; exit 1 on a regression beyond the limits.
@@ -37,11 +42,15 @@ def compare(
     """
     with handle_errors(debug):
         from compressctl.compare import Limits, compare_reports, junit_xml, load_report, render_markdown
+        from compressctl.compare import remeasure as remeasure_latency
 
         if output_format not in FORMATS:
             raise UserError(f"--format must be one of {', '.join(FORMATS)} (got '{output_format}')")
         limits = Limits(max_accuracy_drop, max_latency_regression, max_size_increase)
-        comparison = compare_reports(load_report(old), load_report(new), limits)
+        old_report, new_report = load_report(old), load_report(new)
+        comparison = compare_reports(old_report, new_report, limits)
+        if remeasure:
+            comparison = remeasure_latency(old_report, new_report, comparison, limits)
         markdown = render_markdown(comparison)
         if output_format == "markdown":
             typer.echo(markdown)

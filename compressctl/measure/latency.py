@@ -42,10 +42,14 @@ def check_providers(requested: list[str]) -> None:
         )
 
 
-def make_session(path: Path, provider: str, threads: int) -> Any:
+def make_session(path: Path, provider: str, threads: int, *, spinning: bool = True) -> Any:
+    """An ONNX Runtime session with fixed threads; ``spinning=False`` for sittings (see measure.sitting)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

@@ -1,13 +1,28 @@
-"""Task metrics of an ONNX model on the validation split: accuracy, top-5, fidelity."""
+"""Task metrics and faithfulness of an ONNX model's outputs.
+
+Faithfulness fits the output. Class scores are judged by accuracy (with
+labels) or top-1 agreement with the float model. Everything else
+(embeddings, detection tensors, dense maps, regression) is judged by the
+cosine similarity of each sample's output to float (mean and worst) and by
+SQNR: the argmax of an embedding or a raw detection tensor means nothing.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from compressctl.data import Split
+
+CLASSES = "classes"
+TENSOR_KINDS = ("embedding", "detection", "dense", "regression", "tensor")
+OUTPUT_KINDS = ("auto", CLASSES, *TENSOR_KINDS)
+NORM_EPSILON = 1e-6  # outputs with a smaller L2 norm are degenerate: their direction means nothing
+CLASS_NAME = re.compile(r"logit|prob|class|label|score|softmax", re.IGNORECASE)
+TENSOR_NAME = re.compile(r"embed|hidden|pool|feature|box|mask|map|depth|seg", re.IGNORECASE)
 
 
 def predict(session: Any, split: Split, batch_size: int) -> np.ndarray:
@@ -18,6 +33,32 @@ def predict(session: Any, split: Split, batch_size: int) -> np.ndarray:
         result = session.run(None, dict(zip(names, inputs, strict=False)))[0]
         outputs.append(np.asarray(result, dtype=np.float32))
     return np.concatenate(outputs, axis=0)
+
+
+def output_kind(outputs: np.ndarray, labels: np.ndarray | None = None, name: str = "", declared: str = "auto") -> str:
+    """What the model's output is: ``classes`` or a tensor kind.
+
+    Only a per-sample vector of scores can be class scores: ``[N, C]`` with
+    ``C >= 2``. It is taken for one when labels index it, when its name says
+    so (logits, probabilities), or when its rows are probability
+    distributions. Anything else is judged as a tensor, since cosine means
+    something for every output while top-1 agreement does not.
+    """
+    if declared != "auto":
+        return declared
+    if outputs.ndim != 2 or outputs.shape[1] < 2:
+        return "detection" if outputs.ndim == 3 else ("dense" if outputs.ndim >= 4 else "regression")
+    if labels is not None and len(labels) == len(outputs) and np.issubdtype(np.asarray(labels).dtype, np.integer):
+        if labels.min() >= 0 and labels.max() < outputs.shape[1]:
+            return CLASSES
+    if TENSOR_NAME.search(name):
+        return "embedding"
+    if CLASS_NAME.search(name):
+        return CLASSES
+    rows = outputs.astype(np.float64)
+    if rows.min() >= 0 and np.allclose(rows.sum(axis=1), 1.0, atol=1e-3):
+        return CLASSES
+    return "embedding"
 
 
 def accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
@@ -31,16 +72,33 @@ def top_k(outputs: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
     return float((best == labels[:, None]).any(axis=1).mean())
 
 
-def agreement(outputs: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    """Fidelity to the baseline: top-1 agreement and cosine similarity of outputs."""
+def faithfulness(outputs: np.ndarray, reference: np.ndarray, kind: str = "tensor") -> dict[str, float]:
+    """How close ``outputs`` are to the float ``reference``, sample by sample.
+
+    ``fidelity`` is the figure that judges: top-1 agreement for class scores,
+    the worst sample's cosine otherwise. A sample whose float output is
+    (near) zero has no direction: it counts as faithful when the quantized
+    output is near zero too, and ``degenerate`` says how many there were.
+    """
     a = outputs.reshape(len(outputs), -1).astype(np.float64)
     b = reference.reshape(len(reference), -1).astype(np.float64)
-    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-    metrics = {"cosine_mean": float(cos.mean()), "cosine_min": float(cos.min())}
-    if a.shape[1] > 1:
-        metrics["fidelity"] = float((a.argmax(1) == b.argmax(1)).mean())
+    norm_a, norm_b = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    degenerate = norm_b < NORM_EPSILON
+    cos = (a * b).sum(1) / np.maximum(norm_a * norm_b, NORM_EPSILON**2)
+    cos[degenerate] = np.where(norm_a[degenerate] < NORM_EPSILON, 1.0, 0.0)
+    error = ((a - b) ** 2).sum(1)
+    sqnr = 10.0 * np.log10(np.maximum((b**2).sum(1), 1e-30) / np.maximum(error, 1e-30))
+    metrics = {
+        "cosine_mean": float(cos.mean()),
+        "cosine_min": float(cos.min()),
+        "sqnr_db": float(np.median(np.minimum(sqnr, 300.0))),
+        "degenerate": int(degenerate.sum()),
+    }
+    if kind == CLASSES:
+        metrics["agreement"] = float((a.argmax(1) == b.argmax(1)).mean())
+        metrics["fidelity"] = metrics["agreement"]
     else:
-        metrics["fidelity"] = metrics["cosine_mean"]
+        metrics["fidelity"] = metrics["cosine_min"]
     return metrics
 
 
@@ -50,17 +108,25 @@ def evaluate_outputs(
     reference: np.ndarray | None,
     metric: str,
     metric_fn: Any = None,
+    kind: str = CLASSES,
 ) -> dict[str, float]:
-    """All metrics we can compute; the recipe's ``metric`` is always among them."""
+    """All metrics that mean something for this output; the recipe's ``metric`` is among them when it can be."""
     metrics: dict[str, float] = {}
     if reference is not None:
-        metrics.update(agreement(outputs, reference))
-    if labels is not None and outputs.ndim >= 2 and outputs.shape[0] == len(labels):
+        metrics.update(faithfulness(outputs, reference, kind))
+    if kind == CLASSES and labels is not None and outputs.ndim >= 2 and outputs.shape[0] == len(labels):
         metrics["accuracy"] = accuracy(outputs, labels)
         metrics["top5"] = top_k(outputs, labels, 5)
     if metric == "factory" and metric_fn is not None:
         metrics["factory"] = float(metric_fn(outputs, labels))
     return metrics
+
+
+def judged_metric(metric: str, kind: str, has_labels: bool) -> str:
+    """The metric a run is judged by: the recipe's, unless it means nothing for this output."""
+    if metric in ("accuracy", "top5") and (kind != CLASSES or not has_labels):
+        return "fidelity"
+    return metric
 
 
 def evaluate_onnx(path: Path, split: Split, batch_size: int, provider: str, threads: int) -> np.ndarray:

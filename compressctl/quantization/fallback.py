@@ -83,3 +83,90 @@ def accuracy_aware_fallback(
             result.met = True
             break
     return result
+
+
+def fallback_nodes(source: Path, config: Any) -> list[str]:
+    """Named nodes the quantizer would quantize and the fallback may return to float."""
+    from compressctl.onnxio import load_onnx
+
+    model = load_onnx(source, load_external_data=False)
+    allowed = set(config.fallback_op_types) & set(config.op_types or config.fallback_op_types)
+    excluded = set(config.exclude_nodes)
+    return [
+        n.name
+        for n in model.graph.node
+        if n.name and n.op_type in allowed and n.op_type not in config.exclude_op_types and n.name not in excluded
+    ]
+
+
+def validation_evaluator(judge: Any, labels: Any, metric: str) -> tuple[EvaluateFn, str]:
+    """A function ``path -> metric`` on the judge's held-out samples, and the metric's name.
+
+    Accuracy (or top-5) for class scores with labels; otherwise the judge's
+    faithfulness figure (top-1 agreement for classes, worst cosine for other outputs).
+    """
+    from compressctl.measure.metrics import CLASSES, accuracy, top_k
+
+    if not (judge.kind == CLASSES and labels is not None and metric in ("accuracy", "top5")):
+
+        def faithful(path: Path) -> float:
+            return judge(path)["judged_by"]
+
+        return faithful, judge.figure
+
+    def evaluate(path: Path) -> float:
+        outputs = judge.outputs(path)
+        return accuracy(outputs, labels) if metric == "accuracy" else top_k(outputs, labels, 5)
+
+    return evaluate, metric
+
+
+def run_fallback(
+    chosen: dict[str, Any], source: Path, float_path: Path, config: Any, reader: Any, judge: Any, metric: str
+) -> dict[str, Any]:
+    """Apply the accuracy-aware fallback to the chosen candidate; returns the details for the report."""
+    from compressctl.quantization.int8 import quantize_candidate
+
+    evaluate, metric = validation_evaluator(judge, judge.split.labels, metric)
+    float_metric = evaluate(float_path)
+    quantized_metric = evaluate(chosen["path"])
+    setting = {k: chosen[k] for k in ("format", "activation", "weight")}
+    work = Path(chosen["path"]).parent
+    made: list[Path] = []
+
+    def quantize(float_nodes: list[str]) -> Path:
+        target = work / f"fallback_{len(made)}.onnx"
+        quantize_candidate(source, target, config, setting, reader, float_nodes)
+        made.append(target)
+        return target
+
+    result = accuracy_aware_fallback(
+        fallback_nodes(source, config),
+        quantize,
+        evaluate,
+        float_metric=float_metric,
+        quantized=Path(chosen["path"]),
+        quantized_metric=quantized_metric,
+        max_drop=float(config.max_accuracy_drop or 0.0),
+        max_nodes=config.fallback_max_nodes,
+    )
+    if not result.met:
+        log.warning(
+            "accuracy-aware fallback: drop %.4f still exceeds %.4f with %d nodes in float",
+            float_metric - result.metric,
+            config.max_accuracy_drop,
+            len(result.float_nodes),
+        )
+    chosen["path"] = result.path
+    return {
+        "metric": metric,
+        "max_accuracy_drop": config.max_accuracy_drop,
+        "float_metric": float_metric,
+        "quantized_metric": quantized_metric,
+        "final_metric": result.metric,
+        "final_drop": float_metric - result.metric,
+        "met": result.met,
+        "float_nodes": result.float_nodes,
+        "ranking": [{k: v for k, v in r.items() if k != "position"} for r in result.ranking],
+        "steps": result.steps,
+    }

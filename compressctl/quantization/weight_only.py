@@ -99,3 +99,62 @@ def save(model: Any, path: Path, external: bool) -> None:
     from compressctl.onnxio import save_onnx
 
     save_onnx(model, path, external=external or None)
+
+
+def transform_weights(source: Path, target: Path, config: Any) -> dict[str, Any]:
+    """kmeans | int4 | fp16: rewrite the ONNX graph's weights; returns details for the report."""
+    from compressctl.onnxio import load_onnx
+    from compressctl.quantization.int8 import uses_external_data
+
+    model = load_onnx(source)
+    excluded = set(config.exclude_nodes) | {n.name for n in model.graph.node if n.op_type in config.exclude_op_types}
+    details: dict[str, Any] = {}
+    if config.mode == "kmeans":
+        from compressctl.quantization.kmeans import DEFAULT_OP_TYPES, cluster_model
+
+        bits = config.bits or 4
+        op_types = tuple(config.op_types or DEFAULT_OP_TYPES)
+        granularity = config.granularity or "tensor"
+        model, tensors = cluster_model(
+            model,
+            bits,
+            op_types=op_types,
+            exclude_nodes=excluded,
+            min_elements=config.min_elements,
+            granularity=granularity,
+        )
+        if not tensors:
+            raise ValueError(f"no weight of {', '.join(op_types)} nodes has {config.min_elements}+ elements to cluster")
+        details.update(
+            {
+                "bits": bits,
+                "centroids": 2**bits,
+                "granularity": granularity,
+                "clustered": tensors,
+                "index_storage": "uint8, two 4-bit indices per byte" if bits <= 4 else "uint8",
+            }
+        )
+    elif config.mode == "int4":
+        op_types = tuple(config.int4_op_types or ["MatMul", "Gather"])
+        model, found = quantize_int4(
+            model,
+            block_size=config.block_size or 128,
+            symmetric=bool(config.symmetric),
+            accuracy_level=config.accuracy_level or None,
+            op_types=op_types,
+            nodes_to_exclude=sorted(excluded),
+        )
+        if not found["quantized_nodes"]:
+            raise ValueError(f"no {' or '.join(op_types)} node with a constant weight was quantized to int4")
+        details.update({"block_size": config.block_size or 128, "symmetric": bool(config.symmetric), **found})
+    else:
+        keep = True if config.keep_io_types is None else config.keep_io_types
+        model = convert_fp16(
+            model,
+            keep_io_types=keep,
+            op_block_list=config.exclude_op_types or None,
+            node_block_list=sorted(excluded) or None,
+        )
+        details["keep_io_types"] = keep
+    save(model, target, external=uses_external_data(source))
+    return details

@@ -144,6 +144,14 @@ class EvaluateSpec(Strict):
     )
     factory: str | None = Field(None, description="metric: factory — 'module:callable(outputs, labels) -> float'.")
     max_samples: int | None = Field(None, gt=0, description="Evaluate on at most this many samples.")
+    output_kind: Literal["auto", "classes", "embedding", "detection", "dense", "regression", "tensor"] = Field(
+        "auto",
+        description=(
+            "What the model outputs. classes: judged by accuracy or top-1 agreement; any other kind by cosine "
+            "(mean and worst sample) and SQNR against the float model. auto: read from the output's shape, name "
+            "and values."
+        ),
+    )
 
     @model_validator(mode="after")
     def _factory_needed(self) -> EvaluateSpec:
@@ -164,12 +172,23 @@ class ReportSpec(Strict):
         default_factory=lambda: [1, 32], min_length=1, description="Batch sizes to measure latency at."
     )
     warmup: int = Field(10, ge=0, le=10_000, description="Warm-up runs before timing.")
-    repeat: int = Field(100, gt=0, le=100_000, description="Timed runs per provider × batch size.")
+    repeat: int = Field(
+        100, gt=0, le=100_000, description="Least timed rounds of a sitting (each round runs every model once)."
+    )
     threads: int | None = Field(
         None, gt=0, le=1024, description="Intra-op threads (default: CPUs available to this process)."
     )
     max_seconds: float = Field(
-        60.0, gt=0, description="Time limit for one latency measurement; fewer repeats if reached."
+        60.0, gt=0, le=86_400, description="Time budget of one sitting (one provider × batch size)."
+    )
+    interval: float = Field(
+        0.03,
+        gt=0,
+        le=1,
+        description="A sitting repeats rounds until every speedup's interval is within ± this fraction of it.",
+    )
+    statistic: Literal["p10", "p25", "median", "min"] = Field(
+        "p10", description="The latency estimate speedups divide (p10: the runs the machine disturbed least)."
     )
 
 
@@ -189,6 +208,15 @@ class GatesSpec(Strict):
     at: str | None = Field(
         None,
         description="'<provider>@<batch>' the latency gates read (default: first provider, largest batch).",
+    )
+    confidence: float | None = Field(
+        None,
+        ge=0.5,
+        lt=1,
+        description=(
+            "min_speedup passes only when the whole interval at this confidence (e.g. 0.95) clears the limit; "
+            "default: the estimate decides, and a gate whose interval straddles the limit is marked uncertain."
+        ),
     )
 
     @field_validator("at")

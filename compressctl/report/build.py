@@ -36,11 +36,6 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def primary_metric(recipe: Any, entry: dict[str, Any]) -> float | None:
-    metrics = entry.get("metrics", {})
-    return metrics.get(recipe.evaluate.metric)
-
-
 def latency_at(entry: dict[str, Any], key: str) -> dict[str, Any] | None:
     provider, _, batch = key.partition("@")
     for item in entry.get("latency", []):
@@ -55,12 +50,28 @@ def gate_key(recipe: Any, providers: list[str]) -> str:
     return f"{providers[0]}@{max(recipe.report.batch_sizes)}"
 
 
-def summarize(recipe: Any, models: list[dict[str, Any]], providers: list[str]) -> dict[str, Any]:
+def sitting_speedups(sittings: list[Any], name: str) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """``name``'s speedups over the baseline and their intervals, by "provider@batch"."""
+    speedup, interval = {}, {}
+    for sitting in sittings:
+        if name == sitting.reference:
+            speedup[sitting.key], interval[sitting.key] = 1.0, [1.0, 1.0]
+        elif name in sitting.speedups:
+            point, low, high = sitting.speedups[name]
+            speedup[sitting.key], interval[sitting.key] = point, [low, high]
+    return speedup, interval
+
+
+def summarize(
+    recipe: Any, models: list[dict[str, Any]], providers: list[str], sittings: list[Any] | None = None, metric: str = ""
+) -> dict[str, Any]:
     baseline = next((m for m in models if m["name"] == "baseline"), None)
     final = next((m for m in models if m["name"] == "final"), None)
-    summary: dict[str, Any] = {"metric": recipe.evaluate.metric}
+    metric = metric or recipe.evaluate.metric
+    summary: dict[str, Any] = {"metric": metric}
     if not baseline or not final:
         return summary
+    summary["output_kind"] = final.get("output_kind")
     summary["size_ratio"] = final["size_bytes"] / baseline["size_bytes"] if baseline["size_bytes"] else None
     summary["compressed_size_ratio"] = (
         final["compressed_size_bytes"] / baseline["compressed_size_bytes"]
@@ -70,19 +81,14 @@ def summarize(recipe: Any, models: list[dict[str, Any]], providers: list[str]) -
     summary["params_ratio"] = final["params"] / baseline["params"] if baseline["params"] else None
     summary["nonzero_params_ratio"] = final["nonzero_params"] / baseline["params"] if baseline["params"] else None
     summary["macs_ratio"] = final["macs"] / baseline["macs"] if baseline["macs"] else None
-    base_metric, final_metric = primary_metric(recipe, baseline), primary_metric(recipe, final)
+    base_metric = baseline.get("metrics", {}).get(metric)
+    final_metric = final.get("metrics", {}).get(metric)
     summary["baseline_metric"] = base_metric
     summary["final_metric"] = final_metric
     summary["accuracy_drop"] = (
         (base_metric - final_metric) if base_metric is not None and final_metric is not None else None
     )
-    speedup = {}
-    for item in final.get("latency", []):
-        key = f"{item['requested_provider']}@{item['batch_size']}"
-        base = latency_at(baseline, key)
-        if base and item["p50_ms"] > 0:
-            speedup[key] = base["p50_ms"] / item["p50_ms"]
-    summary["speedup"] = speedup
+    summary["speedup"], summary["speedup_ci"] = sitting_speedups(sittings or [], final.get("source", final["name"]))
     summary["gate_at"] = gate_key(recipe, providers)
     return summary
 
@@ -110,8 +116,50 @@ def evaluate_gates(recipe: Any, models: list[dict[str, Any]], summary: dict[str,
     results = []
     for name, limit, value, lower_is_better in checks:
         passed = value is not None and (value <= limit if lower_is_better else value >= limit)
-        results.append({"name": name, "limit": limit, "value": value, "passed": bool(passed)})
+        gate: dict[str, Any] = {"name": name, "limit": limit, "value": value, "passed": bool(passed)}
+        interval = summary.get("speedup_ci", {}).get(at) if name == "min_speedup" else None
+        if interval is not None:
+            low, high = interval
+            gate["interval"] = interval
+            gate["uncertain"] = bool(low < limit <= high)
+            if gates.confidence is not None:
+                gate["confidence"] = gates.confidence
+                gate["passed"] = bool(low >= limit)
+        results.append(gate)
     return results
+
+
+def measurement_block(run: Any) -> dict[str, Any]:
+    """How the latencies were taken: the settings and noise of the run's sittings."""
+    recipe = run.recipe
+    measurer = run.measurer
+    sittings = measurer.sittings if measurer else []
+    block: dict[str, Any] = {
+        "threads": measurer.threads if measurer else None,
+        "warmup": recipe.report.warmup,
+        "repeat": recipe.report.repeat,
+        "providers_requested": run.providers,
+        "batch_sizes": recipe.report.batch_sizes,
+        "metric": measurer.metric if measurer and measurer.kind else recipe.evaluate.metric,
+        "output_kind": measurer.kind if measurer else None,
+    }
+    if sittings:
+        from compressctl.measure.sitting import ORDER
+
+        block.update(
+            {
+                "order": ORDER,
+                "spinning": sittings[0].settings.spinning,
+                "statistic": sittings[0].settings.statistic,
+                "interval_target": sittings[0].settings.target,
+                "confidence": sittings[0].settings.confidence,
+                "runs": {s.key: s.rounds for s in sittings},
+                "noise_cv": max(s.to_dict()["noise_cv"] for s in sittings),
+                "cached": measurer.sitting_cached,
+                "sittings": [s.to_dict() for s in sittings],
+            }
+        )
+    return block
 
 
 def build_report(run: Any, failed: bool = False) -> dict[str, Any]:
@@ -120,7 +168,10 @@ def build_report(run: Any, failed: bool = False) -> dict[str, Any]:
 
     recipe = run.recipe
     models = run.measured
-    summary = summarize(recipe, models, run.providers)
+    measurer = run.measurer
+    sittings = measurer.sittings if measurer else []
+    metric = measurer.metric if measurer and measurer.kind else ""
+    summary = summarize(recipe, models, run.providers, sittings, metric)
     gates = evaluate_gates(recipe, models, summary) if not failed else []
     return {
         "schema_version": SCHEMA_VERSION,
@@ -130,13 +181,7 @@ def build_report(run: Any, failed: bool = False) -> dict[str, Any]:
         "recipe_path": str(getattr(recipe, "_source_path", "") or ""),
         "output_dir": str(run.output_dir),
         "environment": environment(available_providers()),
-        "measurement": {
-            "threads": run.measurer.threads if run.measurer else None,
-            "warmup": recipe.report.warmup,
-            "repeat": recipe.report.repeat,
-            "providers_requested": run.providers,
-            "batch_sizes": recipe.report.batch_sizes,
-        },
+        "measurement": measurement_block(run),
         "models": models,
         "summary": summary,
         "gates": gates,

@@ -39,10 +39,28 @@ def short_provider(key: str) -> str:
     return f"{provider.replace('ExecutionProvider', '')} b{batch}"
 
 
+def sitting_speedup(report: dict[str, Any], name: str, key: str) -> tuple[float, list[float]] | None:
+    """A model's speedup over the baseline at ``key`` and its interval, from the run's sitting."""
+    name = next((m.get("source", name) for m in report["models"] if m["name"] == name), name)
+    for sitting in report.get("measurement", {}).get("sittings", []):
+        if sitting["at"] != key:
+            continue
+        if name == sitting["reference"]:
+            return 1.0, [1.0, 1.0]
+        if name in sitting["speedup"]:
+            return sitting["speedup"][name], sitting["speedup_ci"][name]
+    return None
+
+
+def format_speedup(value: float, interval: list[float] | None = None) -> str:
+    if interval is None or interval[0] == interval[1]:
+        return f"{value:.2f}×"
+    return f"{value:.2f}× [{interval[0]:.2f}–{interval[1]:.2f}]"
+
+
 def model_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     metric = report["summary"].get("metric", "accuracy")
     keys = latency_keys(report)
-    baseline = next((m for m in report["models"] if m["name"] == "baseline"), None)
     header = ["model", "size", "zipped", "params", "nonzero", "MACs", metric]
     header += [f"p50 ms {short_provider(k)}" for k in keys]
     header += [f"speedup {short_provider(k)}" for k in keys]
@@ -61,9 +79,9 @@ def model_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         p50s, speedups = [], []
         for key in keys:
             item = _latency(model, key)
-            base = _latency(baseline, key) if baseline else None
             p50s.append("–" if not item else f"{item['p50_ms']:.3f}" + (" (fallback)" if item.get("fallback") else ""))
-            speedups.append("–" if not (item and base) else f"{base['p50_ms'] / item['p50_ms']:.2f}×")
+            found = sitting_speedup(report, model["name"], key)
+            speedups.append("–" if found is None else format_speedup(*found))
         rows.append(row + p50s + speedups)
     return header, rows
 
@@ -81,12 +99,12 @@ def gate_rows(report: dict[str, Any]) -> list[list[str]]:
     rows = []
     for gate in report.get("gates", []):
         value = gate["value"]
-        rows.append(
-            [
-                gate["name"],
-                f"{gate['limit']:g}",
-                "–" if value is None else f"{value:.4g}",
-                "pass" if gate["passed"] else "FAIL",
-            ]
-        )
+        shown = "–" if value is None else f"{value:.4g}"
+        if gate.get("interval"):
+            low, high = gate["interval"]
+            shown += f" [{low:.4g}–{high:.4g}]"
+        result = "pass" if gate["passed"] else "FAIL"
+        if gate.get("uncertain"):
+            result += " (uncertain: the interval straddles the limit)"
+        rows.append([gate["name"], f"{gate['limit']:g}", shown, result])
     return rows

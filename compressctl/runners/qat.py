@@ -143,7 +143,7 @@ class QatRunner(Runner):
 
         from compressctl.onnxio import MODEL_FILE, load_onnx
         from compressctl.quantization import fake_quant
-        from compressctl.runners.quantize import CalibrationReader, preprocess
+        from compressctl.quantization.int8 import CalibrationReader, preprocess
         from compressctl.training import fit, to_tensors
 
         module = copy.deepcopy(artifact.module).eval()
@@ -184,7 +184,7 @@ class QatRunner(Runner):
         work.mkdir()
         float_path = work / "float.onnx"
         export = context.export(Artifact.from_module(float_module), float_path)
-        source = preprocess(float_path, work / "preprocessed.onnx")
+        source = preprocess(float_path, work / "preprocessed.onnx", [])
         overrides, float_nodes, notes = map_layers(load_onnx(source, load_external_data=False), layers)
         names = [i.name for i in context.inputs] or data.input_names
         reader = CalibrationReader(calibration, names, config.calibration.batch_size)

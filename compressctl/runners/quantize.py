@@ -2,11 +2,12 @@
 k-means weight clustering, weight-only int4, fp16).
 
 ONNX Runtime's defaults (QDQ with signed 8-bit activations) are not the fastest
-on every CPU; on x86 with VNNI they can be slower than float. With ``auto``
-settings this stage quantizes a few candidate formats, times each on the
-recipe's first provider, checks each against the float model on calibration
-data, and keeps the fastest one that is as faithful as the best. The report
-lists every candidate and why the winner won.
+on every CPU; on x86 with VNNI they can be slower than float. So this stage
+quantizes a few candidate formats, judges each against float on held-out
+samples by a metric that fits the output, times them and the float model
+together in one sitting, and keeps the fastest faithful one, float included
+(``compressctl.quantization.select``). The report lists every candidate and
+why the winner won.
 
 With ``max_accuracy_drop`` an INT8 model that loses too much goes through the
 accuracy-aware fallback: its most sensitive nodes return to float one by one
@@ -25,6 +26,8 @@ from pydantic import Field, model_validator
 
 from compressctl.artifact import Artifact
 from compressctl.errors import UserError
+from compressctl.quantization.fallback import run_fallback
+from compressctl.quantization.select import choose, no_gain_line
 from compressctl.recipe.models import Strict
 from compressctl.runners.base import Runner, StageConfig
 
@@ -68,16 +71,28 @@ class QuantizeConfig(StageConfig):
     select_batch_size: int | None = Field(
         None, gt=0, description="Batch size the candidates are timed at (default: largest report batch size)."
     )
-    select_repeat: int = Field(30, gt=0, le=10_000, description="Timed runs per candidate.")
+    select_repeat: int = Field(
+        30, gt=0, le=10_000, description="Least rounds of the sitting that times the candidates and float together."
+    )
+    select_seconds: float = Field(60.0, gt=0, le=3600, description="Time budget of that sitting.")
     fidelity_tolerance: float = Field(
-        0.01, ge=0, le=1, description="A faster candidate may agree with float this much less than the best."
+        0.01,
+        ge=0,
+        le=1,
+        description=(
+            "A candidate is faithful when its faithfulness is within this of the most faithful (float): top-1 "
+            "agreement for class scores, worst-sample cosine for other outputs."
+        ),
+    )
+    prefer: Literal["speed", "size"] = Field(
+        "speed", description="speed: the fastest faithful candidate (float when none is faster); size: the smallest."
     )
     preprocess: bool = Field(True, description="static/dynamic: run ONNX Runtime's quantization pre-processing first.")
-    faithfulness: Literal["fidelity", "cosine_mean", "cosine_min"] = Field(
-        "fidelity",
+    faithfulness: Literal["auto", "agreement", "cosine_mean", "cosine_min", "sqnr_db"] = Field(
+        "auto",
         description=(
-            "How a quantized model is compared with float when there are no labels: top-1 agreement "
-            "(classifiers) or cosine similarity of the outputs (embeddings)."
+            "How a candidate is compared with float. auto: top-1 agreement for class scores, worst-sample cosine "
+            "for anything else (evaluate.output_kind says which the output is)."
         ),
     )
     max_accuracy_drop: float | None = Field(
@@ -147,357 +162,22 @@ class QuantizeConfig(StageConfig):
         return self
 
 
-QUANT_TYPES = {"uint8": "QUInt8", "int8": "QInt8"}
+def make_judge(float_path: Path, context: Any, config: QuantizeConfig) -> Any:
+    """Faithfulness to ``float_path`` on the held-out validation split."""
+    from compressctl.measure.latency import default_threads
+    from compressctl.quantization.select import Judge
 
-
-def candidate_settings(config: QuantizeConfig) -> list[dict[str, str]]:
-    """The (format, activation, weight) combinations to try."""
-    if config.mode == "dynamic":
-        weights = ["int8", "uint8"] if config.weight_type == "auto" else [config.weight_type]
-        return [{"format": "qoperator", "activation": "uint8", "weight": w} for w in weights]
-    formats = ["qdq", "qoperator"] if config.format == "auto" else [config.format]
-    acts = ["uint8", "int8"] if config.activation_type == "auto" else [config.activation_type]
-    weights = ["int8"] if config.weight_type == "auto" else [config.weight_type]
-    found = []
-    for fmt in formats:
-        for act in acts:
-            for weight in weights:
-                if fmt == "qoperator" and act == "int8":
-                    continue  # QOperator kernels with int8 activations are reference code on CPU
-                found.append({"format": fmt, "activation": act, "weight": weight})
-    return found
-
-
-class CalibrationReader:
-    """Feeds calibration batches to ``quantize_static``."""
-
-    def __init__(self, split: Any, names: list[str], batch_size: int) -> None:
-        self.batches = [dict(zip(names, inputs, strict=False)) for inputs, _ in split.batches(batch_size)]
-        self.position = 0
-
-    def get_next(self) -> dict[str, Any] | None:
-        if self.position >= len(self.batches):
-            return None
-        self.position += 1
-        return self.batches[self.position - 1]
-
-    def rewind(self) -> None:
-        self.position = 0
-
-
-def uses_external_data(path: Path) -> bool:
-    from compressctl.onnxio import onnx_files
-
-    return len(onnx_files(path)) > 1
-
-
-def preprocess(source: Path, target: Path) -> Path:
-    """ONNX Runtime's pre-processing (shape inference, graph optimisation); falls back to the input."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    external = uses_external_data(source)
-    for skip_symbolic in (False, True):
-        try:
-            quant_pre_process(
-                str(source),
-                str(target),
-                skip_symbolic_shape=skip_symbolic,
-                save_as_external_data=external,
-                all_tensors_to_one_file=True,
-                external_data_location=target.name + ".data" if external else None,
-            )
-            return target
-        except Exception as exc:
-            log.info("quantization pre-processing (skip_symbolic_shape=%s) failed: %s", skip_symbolic, exc)
-            remove_symbolic_debug_dump()
-    return source
-
-
-def remove_symbolic_debug_dump() -> None:
-    """ONNX Runtime's symbolic shape inference dumps its partial model into the working directory on failure."""
-    import time
-
-    from compressctl.onnxio import onnx_files
-
-    dump = Path.cwd() / "sym_shape_infer_temp.onnx"
-    if not dump.is_file() or time.time() - dump.stat().st_mtime > 60:
-        return
-    try:
-        files = onnx_files(dump)
-    except Exception:
-        files = [dump]
-    for f in files:
-        f.unlink(missing_ok=True)
-
-
-def quantize_candidate(
-    source: Path,
-    target: Path,
-    config: QuantizeConfig,
-    setting: dict[str, str],
-    reader: CalibrationReader | None,
-    float_nodes: list[str] | None = None,
-) -> None:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
-
-    external = uses_external_data(source)
-    nodes_to_exclude = list(config.exclude_nodes) + list(float_nodes or [])
-    if config.exclude_op_types:
-        from compressctl.onnxio import load_onnx
-
-        model = load_onnx(source, load_external_data=False)
-        nodes_to_exclude += [n.name for n in model.graph.node if n.op_type in config.exclude_op_types]
-    weight_type = getattr(QuantType, QUANT_TYPES[setting["weight"]])
-    common: dict[str, Any] = {
-        "op_types_to_quantize": config.op_types,
-        "per_channel": config.per_channel,
-        "reduce_range": config.reduce_range,
-        "weight_type": weight_type,
-        "nodes_to_exclude": nodes_to_exclude or None,
-        "use_external_data_format": external,
-    }
-    if config.mode == "dynamic":
-        quantize_dynamic(str(source), str(target), extra_options={"MatMulConstBOnly": True}, **common)
-        return
-    methods = {
-        "minmax": CalibrationMethod.MinMax,
-        "entropy": CalibrationMethod.Entropy,
-        "percentile": CalibrationMethod.Percentile,
-        "distribution": CalibrationMethod.Distribution,
-    }
-    extra: dict[str, Any] = {"CalibPercentile": config.calibration.percentile}
-    if config.smooth_quant is not None:
-        extra.update({"SmoothQuant": True, "SmoothQuantAlpha": config.smooth_quant})
-    assert reader is not None
-    reader.rewind()
-    quantize_static(
-        str(source),
-        str(target),
-        reader,
-        quant_format=QuantFormat.QDQ if setting["format"] == "qdq" else QuantFormat.QOperator,
-        activation_type=getattr(QuantType, QUANT_TYPES[setting["activation"]]),
-        calibrate_method=methods[config.calibration.method],
-        extra_options=extra,
-        **common,
+    val = context.data.val
+    return Judge(
+        float_path,
+        val,
+        batch_size=context.recipe.data.batch_size,
+        provider=context.run.providers[0],
+        threads=context.recipe.report.threads or default_threads(),
+        declared_kind=context.recipe.evaluate.output_kind,
+        figure="fidelity" if config.faithfulness == "auto" else config.faithfulness,
+        max_samples=context.recipe.evaluate.max_samples or len(val),
     )
-
-
-def score_candidate(
-    path: Path, feeds: dict[str, Any], check: Any, reference: Any, context: Any, config: QuantizeConfig
-) -> dict[str, float]:
-    """p50 latency at the selection batch and agreement with float on calibration data."""
-    from compressctl.measure.latency import default_threads, make_session, summarize, time_session
-    from compressctl.measure.metrics import agreement, predict
-
-    threads = context.recipe.report.threads or default_threads()
-    provider = context.run.providers[0]
-    session = make_session(path, provider, threads)
-    times = time_session(session, feeds, warmup=5, repeat=config.select_repeat, max_seconds=20)
-    outputs = predict(session, check, context.recipe.data.batch_size)
-    stats = summarize(times, next(iter(feeds.values())).shape[0])
-    return {"p50_ms": stats["p50_ms"], **agreement(outputs, reference)}
-
-
-SPEED_TIE = 0.10  # candidates within 10 % of the fastest count as equally fast
-
-
-def select(scores: list[dict[str, Any]], tolerance: float, key: str = "fidelity") -> dict[str, Any]:
-    """The fastest candidate whose fidelity is within ``tolerance`` of the most faithful.
-
-    Candidates within ``SPEED_TIE`` of the fastest are a tie, broken by the
-    candidate order, so timing noise does not flip the choice between runs.
-    """
-    best_fidelity = max(s[key] for s in scores)
-    eligible = [s for s in scores if s[key] >= best_fidelity - tolerance]
-    fastest = min(s["p50_ms"] for s in eligible)
-    return next(s for s in eligible if s["p50_ms"] <= fastest * (1 + SPEED_TIE))
-
-
-def rename_external_data(path: Path) -> None:
-    """Name the weights file ``model.onnx.data`` (the quantizer named it after the candidate)."""
-    import onnx
-
-    from compressctl.onnxio import onnx_files
-
-    target = path.name + ".data"
-    old_files = onnx_files(path)[1:]
-    if len(old_files) != 1 or old_files[0].name == target:
-        return
-    from compressctl.onnxio import _all_tensors
-
-    model = onnx.load(str(path), load_external_data=False)
-    for tensor in _all_tensors(model):
-        for entry in tensor.external_data:
-            if entry.key == "location":
-                entry.value = target
-    old_files[0].rename(path.parent / target)
-    onnx.save_model(model, str(path))
-
-
-def validation_evaluator(context: Any, float_path: Path, config: QuantizeConfig) -> tuple[Any, str]:
-    """A function ``path -> metric`` on the validation split, and the metric's name.
-
-    The metric is accuracy (or top-5) with labels, else top-1 agreement with
-    the float model.
-    """
-    from compressctl.measure.latency import default_threads, make_session
-    from compressctl.measure.metrics import accuracy, agreement, predict, top_k
-
-    split = context.data.val.head(context.recipe.evaluate.max_samples)
-    batch_size = context.recipe.data.batch_size
-    threads = context.recipe.report.threads or default_threads()
-    provider = context.run.providers[0]
-    metric = context.recipe.evaluate.metric
-    if split.labels is None or metric not in ("accuracy", "top5"):
-        metric = config.faithfulness
-    reference = predict(make_session(float_path, provider, threads), split, batch_size)
-
-    def evaluate(path: Path) -> float:
-        outputs = predict(make_session(path, provider, threads), split, batch_size)
-        if metric == "accuracy":
-            return accuracy(outputs, split.labels)
-        if metric == "top5":
-            return top_k(outputs, split.labels, 5)
-        return agreement(outputs, reference)[config.faithfulness]
-
-    return evaluate, metric
-
-
-def fallback_nodes(source: Path, config: QuantizeConfig) -> list[str]:
-    """Named nodes the quantizer would quantize and the fallback may return to float."""
-    from compressctl.onnxio import load_onnx
-
-    model = load_onnx(source, load_external_data=False)
-    allowed = set(config.fallback_op_types) & set(config.op_types or config.fallback_op_types)
-    excluded = set(config.exclude_nodes)
-    return [
-        n.name
-        for n in model.graph.node
-        if n.name and n.op_type in allowed and n.op_type not in config.exclude_op_types and n.name not in excluded
-    ]
-
-
-def run_fallback(
-    chosen: dict[str, Any], source: Path, float_path: Path, config: QuantizeConfig, reader: Any, context: Any
-) -> dict[str, Any]:
-    """Apply the accuracy-aware fallback to the chosen candidate; returns the details for the report."""
-    from compressctl.quantization.fallback import accuracy_aware_fallback
-
-    evaluate, metric = validation_evaluator(context, float_path, config)
-    float_metric = evaluate(float_path)
-    quantized_metric = evaluate(chosen["path"])
-    setting = {k: chosen[k] for k in ("format", "activation", "weight")}
-    work = Path(chosen["path"]).parent
-    made: list[Path] = []
-
-    def quantize(float_nodes: list[str]) -> Path:
-        target = work / f"fallback_{len(made)}.onnx"
-        quantize_candidate(source, target, config, setting, reader, float_nodes)
-        made.append(target)
-        return target
-
-    result = accuracy_aware_fallback(
-        fallback_nodes(source, config),
-        quantize,
-        evaluate,
-        float_metric=float_metric,
-        quantized=Path(chosen["path"]),
-        quantized_metric=quantized_metric,
-        max_drop=float(config.max_accuracy_drop or 0.0),
-        max_nodes=config.fallback_max_nodes,
-    )
-    if not result.met:
-        log.warning(
-            "accuracy-aware fallback: drop %.4f still exceeds %.4f with %d nodes in float",
-            float_metric - result.metric,
-            config.max_accuracy_drop,
-            len(result.float_nodes),
-        )
-    chosen["path"] = result.path
-    return {
-        "metric": metric,
-        "max_accuracy_drop": config.max_accuracy_drop,
-        "float_metric": float_metric,
-        "quantized_metric": quantized_metric,
-        "final_metric": result.metric,
-        "final_drop": float_metric - result.metric,
-        "met": result.met,
-        "float_nodes": result.float_nodes,
-        "ranking": [{k: v for k, v in r.items() if k != "position"} for r in result.ranking],
-        "steps": result.steps,
-    }
-
-
-def transform_weights(source: Path, target: Path, config: QuantizeConfig, context: Any) -> dict[str, Any]:
-    """kmeans | int4 | fp16: rewrite the ONNX graph's weights; returns details for the report."""
-    from compressctl.onnxio import load_onnx
-    from compressctl.quantization import weight_only
-
-    model = load_onnx(source)
-    excluded = set(config.exclude_nodes) | {n.name for n in model.graph.node if n.op_type in config.exclude_op_types}
-    details: dict[str, Any] = {}
-    if config.mode == "kmeans":
-        from compressctl.quantization.kmeans import DEFAULT_OP_TYPES, cluster_model
-
-        bits = config.bits or 4
-        op_types = tuple(config.op_types or DEFAULT_OP_TYPES)
-        granularity = config.granularity or "tensor"
-        model, tensors = cluster_model(
-            model,
-            bits,
-            op_types=op_types,
-            exclude_nodes=excluded,
-            min_elements=config.min_elements,
-            granularity=granularity,
-        )
-        if not tensors:
-            raise ValueError(f"no weight of {', '.join(op_types)} nodes has {config.min_elements}+ elements to cluster")
-        details.update(
-            {
-                "bits": bits,
-                "centroids": 2**bits,
-                "granularity": granularity,
-                "clustered": tensors,
-                "index_storage": "uint8, two 4-bit indices per byte" if bits <= 4 else "uint8",
-            }
-        )
-    elif config.mode == "int4":
-        op_types = tuple(config.int4_op_types or ["MatMul", "Gather"])
-        model, found = weight_only.quantize_int4(
-            model,
-            block_size=config.block_size or 128,
-            symmetric=bool(config.symmetric),
-            accuracy_level=config.accuracy_level or None,
-            op_types=op_types,
-            nodes_to_exclude=sorted(excluded),
-        )
-        if not found["quantized_nodes"]:
-            raise ValueError(f"no {' or '.join(op_types)} node with a constant weight was quantized to int4")
-        details.update({"block_size": config.block_size or 128, "symmetric": bool(config.symmetric), **found})
-    else:
-        keep = True if config.keep_io_types is None else config.keep_io_types
-        model = weight_only.convert_fp16(
-            model,
-            keep_io_types=keep,
-            op_block_list=config.exclude_op_types or None,
-            node_block_list=sorted(excluded) or None,
-        )
-        details["keep_io_types"] = keep
-    weight_only.save(model, target, external=uses_external_data(source))
-    return details
-
-
-def score_against_float(path: Path, float_path: Path, context: Any) -> dict[str, float]:
-    """Agreement of a transformed model with its float input on calibration samples."""
-    from compressctl.measure.latency import default_threads, make_session
-    from compressctl.measure.metrics import agreement, predict
-
-    check = context.data.calibration.head(256)
-    threads = context.recipe.report.threads or default_threads()
-    provider = context.run.providers[0]
-    batch_size = context.recipe.data.batch_size
-    reference = predict(make_session(float_path, provider, threads), check, batch_size)
-    return agreement(predict(make_session(path, provider, threads), check, batch_size), reference)
 
 
 class QuantizeRunner(Runner):
@@ -517,10 +197,11 @@ class QuantizeRunner(Runner):
 
     def run_weight_transform(self, artifact: Artifact, config: QuantizeConfig, context: Any) -> Artifact:
         from compressctl.onnxio import MODEL_FILE, onnx_files
+        from compressctl.quantization import weight_only
 
         source = Path(artifact.path)
         output = context.stage_dir / MODEL_FILE
-        details = transform_weights(source, output, config, context)
+        details = weight_only.transform_weights(source, output, config)
         size_before = sum(f.stat().st_size for f in onnx_files(source))
         size_after = sum(f.stat().st_size for f in onnx_files(output))
         context.details.update(
@@ -530,87 +211,168 @@ class QuantizeRunner(Runner):
                 "size_bytes_before": size_before,
                 "size_bytes_after": size_after,
                 "size_ratio": size_after / size_before,
-                "agreement_with_float": score_against_float(output, source, context),
+                "faithfulness_to_float": {k: v for k, v in make_judge(source, context, config)(output).items()},
             }
         )
         return Artifact.from_onnx(output)
 
     def run_int8(self, artifact: Artifact, config: QuantizeConfig, context: Any) -> Artifact:
-        from compressctl.measure.latency import batch_feeds, default_threads, make_session
+        from compressctl.quantization.int8 import (
+            CalibrationReader,
+            calibration_batch_size,
+            candidate_label,
+            candidate_settings,
+            preprocess,
+            quantize_candidate,
+            upgrade_opset,
+        )
 
-        if config.smooth_quant is not None:
-            import importlib.util
-
-            if importlib.util.find_spec("neural_compressor") is None:
-                raise UserError(
-                    "quantize.smooth_quant: ONNX Runtime's SmoothQuant needs the neural-compressor package "
-                    "(pip install neural-compressor)"
-                )
-        from compressctl.measure.metrics import predict
-        from compressctl.onnxio import MODEL_FILE, onnx_files
-
+        check_smooth_quant(config)
         work = context.stage_dir / "work"
         work.mkdir()
-        source = Path(artifact.path)
+        float_path = Path(artifact.path)
+        notes: list[str] = []
+        source = upgrade_opset(float_path, work / "upgraded.onnx", notes) if config.per_channel else float_path
         if config.preprocess:
-            source = preprocess(source, work / "preprocessed.onnx")
-        data = context.data
-        names = [i.name for i in context.inputs] or data.input_names
+            source = preprocess(source, work / "preprocessed.onnx", notes)
+        for note in notes:
+            log.warning("quantize: %s", note)
         reader = None
         if config.mode == "static":
-            calibration = data.calibration.head(config.calibration.samples)
-            reader = CalibrationReader(calibration, names, config.calibration.batch_size)
-            context.details["calibration_samples"] = len(calibration)
-        check = data.calibration.head(256)
-        threads = context.recipe.report.threads or default_threads()
-        float_session = make_session(Path(artifact.path), context.run.providers[0], threads)
-        reference = predict(float_session, check, context.recipe.data.batch_size)
-        batch = config.select_batch_size or max(context.recipe.report.batch_sizes)
-        feeds = batch_feeds(float_session.get_inputs(), check.inputs, batch)
-        del float_session
-
-        settings = candidate_settings(config)
-        scores = []
-        for setting in settings:
-            label = f"{setting['format']}_a{setting['activation']}_w{setting['weight']}"
+            calibration = context.data.calibration.head(config.calibration.samples)
+            names = [i.name for i in context.inputs] or context.data.input_names
+            batch_size = calibration_batch_size(calibration, config.calibration.batch_size)
+            reader = CalibrationReader(calibration, names, batch_size)
+            context.details.update({"calibration_samples": len(calibration), "calibration_batch_size": batch_size})
+        judge = make_judge(float_path, context, config)
+        scores: list[dict[str, Any]] = [{"candidate": FLOAT, "path": float_path, **judge(float_path)}]
+        for setting in candidate_settings(config):
+            label = candidate_label(setting)
             target = work / f"{label}.onnx"
             try:
                 quantize_candidate(source, target, config, setting, reader)
-                score = score_candidate(target, feeds, check, reference, context, config)
+                scores.append({"candidate": label, **setting, "path": target, **judge(target)})
             except Exception as exc:
                 log.warning("quantization candidate %s failed: %s", label, exc)
                 scores.append({"candidate": label, **setting, "error": f"{type(exc).__name__}: {exc}"})
-                continue
-            scores.append({"candidate": label, **setting, **score, "path": target})
-            log.info(
-                "candidate %s: p50 %.3f ms at batch %d, fidelity %.4f", label, score["p50_ms"], batch, score["fidelity"]
-            )
         usable = [s for s in scores if "error" not in s]
-        if not usable:
-            raise RuntimeError("every quantization candidate failed: " + "; ".join(s["error"] for s in scores))
-        chosen = select(usable, config.fidelity_tolerance, config.faithfulness) if len(usable) > 1 else usable[0]
-        if config.max_accuracy_drop is not None:
-            context.details["fallback"] = run_fallback(chosen, source, Path(artifact.path), config, reader, context)
-        output = context.stage_dir / MODEL_FILE
-        files = onnx_files(chosen["path"])
-        for f in files:
-            name = MODEL_FILE if f == chosen["path"] else f.name
-            shutil.move(str(f), str(context.stage_dir / name))
-        if len(files) > 1:
-            rename_external_data(output)
+        if len(usable) == 1:
+            raise RuntimeError("every quantization candidate failed: " + "; ".join(s["error"] for s in scores[1:]))
+        batch = config.select_batch_size or max(context.recipe.report.batch_sizes)
+        candidates, sitting = time_candidates(usable, judge, batch, config, context)
+        if config.max_accuracy_drop is None:
+            pick, reason = choose(candidates, config.fidelity_tolerance, config.prefer)
+        else:
+            # The fallback restores accuracy: pick the format by speed, repair it, then check it still beats float.
+            pick, reason = choose([c for c in candidates if not c.is_float], 1.0, config.prefer)
+            chosen = next(s for s in usable if s["candidate"] == pick.name)
+            context.details["fallback"] = run_fallback(
+                chosen, source, float_path, config, reader, judge, context.recipe.evaluate.metric
+            )
+            if context.details["fallback"]["float_nodes"]:
+                repaired = {**chosen, **judge(chosen["path"])}
+                usable = [usable[0], repaired]
+                candidates, sitting = time_candidates(usable, judge, batch, config, context)
+            else:
+                candidates = [candidates[0], pick]
+            pick, reason = choose(candidates, 1.0, config.prefer)
+        chosen = next(s for s in usable if s["candidate"] == pick.name)
+        if pick.is_float:
+            reason = no_gain_line(candidates, sitting.key)
+            log.warning(reason)
+        output = publish(chosen["path"], context.stage_dir, move=not pick.is_float)
         shutil.rmtree(work, ignore_errors=True)
+        for score in scores:
+            match = next((c for c in candidates if c.name == score["candidate"]), None)
+            if match is not None:
+                score.update(speedup=match.speedup, speedup_ci=list(match.interval), size_bytes=match.size_bytes)
         context.details.update(
             {
                 "mode": config.mode,
                 "chosen": chosen["candidate"],
-                "selected_at": f"{context.run.providers[0]}@{batch}",
+                "kept_float": pick.is_float,
+                "output_kind": judge.kind,
+                "judged_by": judge.figure if judge.kind != "classes" or judge.figure != "fidelity" else "agreement",
+                "selected_at": sitting.key,
+                "sitting": sitting.to_dict(),
                 "candidates": [{k: v for k, v in s.items() if k != "path"} for s in scores],
-                "reason": (
-                    f"fastest of {len(usable)} measured candidates within {config.fidelity_tolerance:g} "
-                    f"{config.faithfulness} of the most faithful"
-                    if len(usable) > 1
-                    else "only candidate"
-                ),
+                "notes": notes,
+                "reason": reason,
             }
         )
         return Artifact.from_onnx(output)
+
+
+FLOAT = "float"
+
+
+def check_smooth_quant(config: QuantizeConfig) -> None:
+    if config.smooth_quant is None:
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("neural_compressor") is None:
+        raise UserError(
+            "quantize.smooth_quant: ONNX Runtime's SmoothQuant needs the neural-compressor package "
+            "(pip install neural-compressor)"
+        )
+
+
+def time_candidates(usable: list[dict[str, Any]], judge: Any, batch: int, config: QuantizeConfig, context: Any):
+    """Float and every candidate timed together in one sitting; returns the candidates and the sitting."""
+    from compressctl.measure.latency import batch_feeds, default_threads
+    from compressctl.measure.sitting import Sitting, SittingSettings
+    from compressctl.onnxio import onnx_files
+    from compressctl.quantization.select import Candidate
+
+    spec = context.recipe.report
+    settings = SittingSettings(
+        warmup=min(spec.warmup, 5),
+        min_rounds=config.select_repeat,
+        max_rounds=50 * config.select_repeat,
+        max_seconds=config.select_seconds,
+        target=spec.interval,
+        statistic=spec.statistic,
+    )
+    models = {s["candidate"]: Path(s["path"]) for s in usable}
+    sitting = Sitting(
+        models, provider=context.run.providers[0], threads=spec.threads or default_threads(), settings=settings
+    )
+    feeds = {n: batch_feeds(session.get_inputs(), judge.split.inputs, batch) for n, session in sitting.sessions.items()}
+    result = sitting.time(feeds, batch)
+    del sitting
+    candidates = []
+    for score in usable:
+        name = score["candidate"]
+        point, low, high = result.speedups.get(name, (1.0, 1.0, 1.0))
+        size = sum(f.stat().st_size for f in onnx_files(Path(score["path"])))
+        candidates.append(Candidate(name, score["judged_by"], score["cosine_mean"], point, (low, high), size))
+        log.info(
+            "candidate %s: %.2f× [%.2f–%.2f] over float at batch %d, %s %.4f",
+            name,
+            point,
+            low,
+            high,
+            batch,
+            judge.figure,
+            score["judged_by"],
+        )
+    return candidates, result
+
+
+def publish(path: Path, stage_dir: Path, *, move: bool) -> Path:
+    """The chosen model as ``stage_dir/model.onnx`` (external data renamed to match)."""
+    from compressctl.onnxio import MODEL_FILE, onnx_files
+    from compressctl.quantization.int8 import rename_external_data
+
+    output = stage_dir / MODEL_FILE
+    files = onnx_files(path)
+    for f in files:
+        name = MODEL_FILE if f == path else f.name
+        if move:
+            shutil.move(str(f), str(stage_dir / name))
+        else:
+            shutil.copyfile(f, stage_dir / name)
+    if len(files) > 1:
+        rename_external_data(output)
+    return output

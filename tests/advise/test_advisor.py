@@ -95,7 +95,12 @@ def test_recommended_recipe_reproduces(workspace):
     budget = Budget(max_accuracy_drop=0.2)
     result = advise(recipe, folder / "out", budget, trials=1, finalists=1)
     stages = yaml.safe_load((folder / "out" / "recommended.yaml").read_text())["stages"]
-    assert stages[-1]["type"] == "quantize" and stages[-1]["format"] in ("qdq", "qoperator")  # pinned, not re-measured
+    finalist = yaml.safe_load(Path(result["recommended"]["report_path"]).read_text())
+    kept_float = next(s for s in finalist["stages"] if s["type"] == "quantize")["details"]["kept_float"]
+    if kept_float:  # no INT8 format beat float on this tiny model: the recipe does not quantize
+        assert "quantize" not in [s["type"] for s in stages]
+    else:  # pinned, not re-measured
+        assert stages[-1]["type"] == "quantize" and stages[-1]["format"] in ("qdq", "qoperator")
     report = apply(folder / "out" / "recommended.yaml", folder / "again")
     assert report["passed"]
     final = next(m for m in report["models"] if m["name"] == "final")

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from compressctl.errors import UserError
 from compressctl.measure.latency import check_providers, measure_latency, summarize
-from compressctl.measure.metrics import accuracy, agreement, top_k
+from compressctl.measure.metrics import accuracy, faithfulness, top_k
 from compressctl.measure.size import count_macs, count_params, size_on_disk, zipped_size
 
 
@@ -105,9 +105,9 @@ def test_metrics() -> None:
     labels = np.array([0, 2, 2, 1])
     assert accuracy(logits, labels) == 0.5
     assert top_k(logits, labels, 2) == 0.75
-    same = agreement(logits, logits)
+    same = faithfulness(logits, logits, "classes")
     assert same["fidelity"] == 1.0 and same["cosine_min"] == pytest.approx(1.0)
-    flipped = agreement(-logits, logits)
+    flipped = faithfulness(-logits, logits, "classes")
     assert flipped["fidelity"] == 0.0 and flipped["cosine_mean"] == pytest.approx(-1.0)
 
 

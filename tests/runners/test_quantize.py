@@ -38,8 +38,13 @@ def test_static_int8_keeps_measured_format_selection(tmp_path: Path) -> None:
         tiny_recipe(stages=[{"type": "train", "epochs": 1, "lr": 0.01}, {"type": "export", "dynamo": False}, quantize]),
     )
     details = stage_details(report)
-    assert details["chosen"] in {c["candidate"] for c in details["candidates"]}
-    assert len(details["candidates"]) == 3 and "fallback" not in details
+    names = [c["candidate"] for c in details["candidates"]]
+    assert names == ["float", "qdq_auint8_wint8", "qdq_aint8_wint8", "qoperator_auint8_wint8"]
+    assert details["chosen"] in names and "fallback" not in details
+    assert details["output_kind"] == "classes" and details["sitting"]["spinning"] is False
+    for candidate in details["candidates"]:
+        low, high = candidate["speedup_ci"]
+        assert low <= candidate["speedup"] <= high
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,336 @@
+"""A sitting: several ONNX models timed together, so that their ratios mean something.
+
+On a shared or virtual machine the speed drifts by tens of percent within
+minutes. Timing model A for a while and then model B divides figures taken
+under different conditions. A sitting instead:
+
+* warms every model up, then runs them run by run in a balanced order
+  (A B, B A, B A, A B, … for two models; rotations for more), so a slow drift
+  hits every model alike;
+* turns ONNX Runtime's intra-op spinning off, so a waiting thread pool does
+  not steal the cores the model being timed needs;
+* estimates each model's latency by a low quantile of its runs (the 10th
+  percentile by default: the runs least disturbed by the rest of the machine)
+  and each ratio with a bootstrap interval over the paired rounds;
+* repeats rounds until every ratio's 95 % interval is within the target
+  (±3 % by default), or until its time budget runs out.
+
+The statistics (:func:`balanced_order`, :func:`ratio_interval`) work on plain
+arrays and are tested on synthetic timings; :class:`Sitting` runs real
+sessions.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ORDER = "balanced run-by-run alternation"
+STATISTICS = {"p10": 10.0, "p25": 25.0, "median": 50.0, "min": 0.0}
+
+
+@dataclass(frozen=True)
+class SittingSettings:
+    warmup: int = 10  # untimed runs of each model before the first round
+    min_rounds: int = 30  # rounds before the interval is first checked
+    max_rounds: int = 3000
+    max_seconds: float = 60.0  # time budget of the timed rounds
+    target: float = 0.03  # stop once every ratio's interval is within ±target of its estimate
+    confidence: float = 0.95
+    statistic: str = "p10"  # the latency estimate a ratio divides
+    spinning: bool = False  # ONNX Runtime intra-op spinning while alternating
+    bootstrap: int = 500  # bootstrap resamples of the paired rounds
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def balanced_order(count: int, round_index: int) -> list[int]:
+    """The order of ``count`` models in one round.
+
+    Rotations give every model every position; every second cycle runs
+    reversed, so each model precedes and follows each other equally often.
+    """
+    rotation = round_index % count
+    order = [(i + rotation) % count for i in range(count)]
+    if (round_index // count) % 2 == 1:
+        order.reverse()
+    return order
+
+
+def estimate(samples: np.ndarray, statistic: str = "p10", axis: int = -1) -> np.ndarray:
+    return np.percentile(samples, STATISTICS[statistic], axis=axis)
+
+
+def ratio_interval(
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    *,
+    statistic: str = "p10",
+    confidence: float = 0.95,
+    resamples: int = 500,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Speedup of ``candidate`` over ``reference`` (estimate, low, high).
+
+    ``reference[i]`` and ``candidate[i]`` were timed in the same round: the
+    bootstrap resamples rounds, keeping the pairs, so what both sides shared
+    (a slow minute) stays shared.
+    """
+    reference = np.asarray(reference, dtype=np.float64)
+    candidate = np.asarray(candidate, dtype=np.float64)
+    point = float(estimate(reference, statistic) / estimate(candidate, statistic))
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(reference), size=(resamples, len(reference)))
+    ratios = estimate(reference[picks], statistic, axis=1) / estimate(candidate[picks], statistic, axis=1)
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = np.percentile(ratios, [tail, 100.0 - tail])
+    return point, float(low), float(high)
+
+
+def relative_halfwidth(interval: tuple[float, float, float]) -> float:
+    point, low, high = interval
+    return (high - low) / 2.0 / point if point > 0 else math.inf
+
+
+def latency_stats(samples_ms: np.ndarray, batch_size: int, statistic: str = "p10") -> dict[str, float]:
+    arr = np.asarray(samples_ms, dtype=np.float64)
+    p50 = float(np.percentile(arr, 50))
+    return {
+        "p50_ms": p50,
+        "p90_ms": float(np.percentile(arr, 90)),
+        "p99_ms": float(np.percentile(arr, 99)),
+        "mean_ms": float(arr.mean()),
+        "std_ms": float(arr.std()),
+        "min_ms": float(arr.min()),
+        "p10_ms": float(np.percentile(arr, 10)),
+        "estimate_ms": float(estimate(arr, statistic)),
+        "throughput_per_s": batch_size * 1000.0 / p50 if p50 > 0 else 0.0,
+        "runs": len(arr),
+    }
+
+
+def noise_cv(samples_ms: np.ndarray) -> float:
+    """Coefficient of variation of one model's runs: how much this machine wobbled."""
+    arr = np.asarray(samples_ms, dtype=np.float64)
+    return float(arr.std() / arr.mean()) if arr.mean() > 0 else 0.0
+
+
+@dataclass
+class SittingResult:
+    """The runs of one sitting and what follows from them."""
+
+    names: list[str]
+    reference: str
+    provider: str
+    batch_size: int
+    settings: SittingSettings
+    samples_ms: dict[str, np.ndarray]
+    providers_ran: dict[str, str]
+    threads: int
+    seconds: float
+    stopped_by: str  # interval | time budget | max rounds
+    speedups: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.provider}@{self.batch_size}"
+
+    @property
+    def rounds(self) -> int:
+        return len(next(iter(self.samples_ms.values())))
+
+    def stats(self, name: str) -> dict[str, float]:
+        return latency_stats(self.samples_ms[name], self.batch_size, self.settings.statistic)
+
+    def latency_entry(self, name: str) -> dict[str, Any]:
+        """The report's latency record of one model (report.json ``models[].latency[]``)."""
+        ran = self.providers_ran[name]
+        return {
+            "provider": ran,
+            "requested_provider": self.provider,
+            "fallback": ran != self.provider,
+            "batch_size": self.batch_size,
+            "threads": self.threads,
+            **self.stats(name),
+            "warmup": self.settings.warmup,
+            "sitting": self.key,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.key,
+            "models": self.names,
+            "reference": self.reference,
+            "order": ORDER,
+            "spinning": self.settings.spinning,
+            "statistic": self.settings.statistic,
+            "rounds": self.rounds,
+            "seconds": round(self.seconds, 3),
+            "stopped_by": self.stopped_by,
+            "noise_cv": round(float(np.median([noise_cv(s) for s in self.samples_ms.values()])), 4),
+            "speedup": {n: round(v[0], 4) for n, v in self.speedups.items()},
+            "speedup_ci": {n: [round(v[1], 4), round(v[2], 4)] for n, v in self.speedups.items()},
+        }
+
+    def to_record(self) -> dict[str, Any]:
+        """Everything needed to rebuild this result (the measurement cache keeps whole sittings)."""
+        return {
+            **self.to_dict(),
+            "provider": self.provider,
+            "batch_size": self.batch_size,
+            "settings": self.settings.to_dict(),
+            "providers_ran": self.providers_ran,
+            "threads": self.threads,
+            "samples_ms": {n: [round(float(t), 4) for t in s] for n, s in self.samples_ms.items()},
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> SittingResult:
+        result = cls(
+            names=list(record["models"]),
+            reference=record["reference"],
+            provider=record["provider"],
+            batch_size=int(record["batch_size"]),
+            settings=SittingSettings(**record["settings"]),
+            samples_ms={n: np.asarray(s) for n, s in record["samples_ms"].items()},
+            providers_ran=dict(record["providers_ran"]),
+            threads=int(record["threads"]),
+            seconds=float(record["seconds"]),
+            stopped_by=record["stopped_by"],
+        )
+        result.speedups = {
+            n: (float(record["speedup"][n]), *map(float, record["speedup_ci"][n])) for n in record["speedup"]
+        }
+        return result
+
+
+def compute_speedups(
+    samples_ms: dict[str, np.ndarray], reference: str, settings: SittingSettings
+) -> dict[str, tuple[float, float, float]]:
+    return {
+        name: ratio_interval(
+            samples_ms[reference],
+            samples,
+            statistic=settings.statistic,
+            confidence=settings.confidence,
+            resamples=settings.bootstrap,
+        )
+        for name, samples in samples_ms.items()
+        if name != reference
+    }
+
+
+def run_rounds(
+    runners: dict[str, Any], settings: SittingSettings, reference: str, clock: Any = time.perf_counter
+) -> tuple[dict[str, np.ndarray], str, float]:
+    """Time ``runners`` (name -> zero-argument callable) in balanced rounds until the intervals are tight.
+
+    Returns the samples in milliseconds, why it stopped and the seconds spent.
+    Works on any callables: tests give it synthetic ones.
+    """
+    names = list(runners)
+    for name in names:
+        for _ in range(settings.warmup):
+            runners[name]()
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    started = clock()
+    check_every = max(5, settings.min_rounds // 3)
+    stopped_by = "max rounds"
+    for round_index in range(settings.max_rounds):
+        for position in balanced_order(len(names), round_index):
+            name = names[position]
+            begin = clock()
+            runners[name]()
+            samples[name].append((clock() - begin) * 1000.0)
+        rounds = round_index + 1
+        if rounds < settings.min_rounds or rounds % check_every:
+            continue
+        arrays = {n: np.asarray(s) for n, s in samples.items()}
+        widths = [relative_halfwidth(v) for v in compute_speedups(arrays, reference, settings).values()]
+        if max(widths, default=0.0) <= settings.target:
+            stopped_by = "interval"
+            break
+        if clock() - started >= settings.max_seconds:
+            stopped_by = "time budget"
+            break
+    return {n: np.asarray(s) for n, s in samples.items()}, stopped_by, clock() - started
+
+
+class Sitting:
+    """Named ONNX models on one provider, timed together at one batch size at a time.
+
+    The first model is the reference every speedup divides by.
+    """
+
+    def __init__(
+        self,
+        models: dict[str, Path],
+        *,
+        provider: str = "CPUExecutionProvider",
+        threads: int | None = None,
+        settings: SittingSettings | None = None,
+    ) -> None:
+        from compressctl.measure.latency import default_threads, make_session
+
+        if not models:
+            raise ValueError("a sitting needs at least one model")
+        self.settings = settings or SittingSettings()
+        self.provider = provider
+        self.threads = threads or default_threads()
+        self.paths = {name: Path(path) for name, path in models.items()}
+        self.sessions = {
+            name: make_session(path, provider, self.threads, spinning=self.settings.spinning)
+            for name, path in self.paths.items()
+        }
+
+    @property
+    def reference(self) -> str:
+        return next(iter(self.paths))
+
+    def time(self, feeds: dict[str, dict[str, np.ndarray]], batch_size: int) -> SittingResult:
+        """Time every model on its own feeds (``feeds[name]``); ratios against the first model."""
+
+        def runner(name: str) -> Any:
+            session, feed = self.sessions[name], feeds[name]
+            return lambda: session.run(None, feed)
+
+        runners = {name: runner(name) for name in self.paths}
+        samples, stopped_by, seconds = run_rounds(runners, self.settings, self.reference)
+        result = SittingResult(
+            names=list(self.paths),
+            reference=self.reference,
+            provider=self.provider,
+            batch_size=batch_size,
+            settings=self.settings,
+            samples_ms=samples,
+            providers_ran={n: s.get_providers()[0] for n, s in self.sessions.items()},
+            threads=self.threads,
+            seconds=seconds,
+            stopped_by=stopped_by,
+        )
+        result.speedups = compute_speedups(samples, self.reference, self.settings)
+        return result
+
+
+def time_together(
+    models: dict[str, Path],
+    feeds_for: Any,
+    *,
+    provider: str,
+    batch_sizes: list[int],
+    threads: int | None = None,
+    settings: SittingSettings | None = None,
+) -> list[SittingResult]:
+    """One sitting per batch size. ``feeds_for(name, session, batch)`` makes a model's inputs."""
+    sitting = Sitting(models, provider=provider, threads=threads, settings=settings)
+    results = []
+    for batch in batch_sizes:
+        feeds = {name: feeds_for(name, sitting.sessions[name], batch) for name in models}
+        results.append(sitting.time(feeds, batch))
+    return results

@@ -1,0 +1,235 @@
+"""INT8 through ONNX Runtime: pre-processing, opset upgrade, bounded-memory calibration, one candidate.
+
+Memory is bounded twice over. ONNX Runtime's calibrators keep the outputs of
+the augmented model for every batch a ``collect_data`` call reads (the
+histogram methods keep every activation tensor), so calibration runs strided
+(``CalibStridedMinMax``): one batch per call, its ranges or histograms merged
+before the next. Its ``CalibMaxIntermediateOutputs`` is not used: it drops the
+collected outputs instead of merging them, and fails with "No data is
+collected" when it divides the number of batches. And the batch itself is
+kept small for large inputs, since activation memory grows with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("compressctl")
+
+QUANT_TYPES = {"uint8": "QUInt8", "int8": "QInt8"}
+CALIBRATION_INPUT_BUDGET = 16 * 1024 * 1024  # bytes of input per calibration batch
+PER_CHANNEL_OPSET = 13  # per-channel DequantizeLinear (axis) needs opset 13
+
+
+class CalibrationReader:
+    """Feeds calibration batches to ``quantize_static``, sliced on demand.
+
+    ``__len__`` and ``set_range`` let ONNX Runtime read it stride by stride.
+    """
+
+    def __init__(self, split: Any, names: list[str], batch_size: int) -> None:
+        self.split = split
+        self.names = names
+        self.batch_size = batch_size
+        self.count = math.ceil(len(split) / batch_size)
+        self.position, self.end = 0, self.count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.position, self.end = start_index, min(end_index, self.count)
+
+    def get_next(self) -> dict[str, Any] | None:
+        if self.position >= self.end:
+            return None
+        start = self.position * self.batch_size
+        self.position += 1
+        return {
+            name: array[start : start + self.batch_size]
+            for name, array in zip(self.names, self.split.inputs, strict=False)
+        }
+
+    def rewind(self) -> None:
+        self.position, self.end = 0, self.count
+
+
+def calibration_batch_size(split: Any, wanted: int) -> int:
+    """``wanted``, made smaller where one batch's input would pass the memory budget."""
+    per_sample = sum(a[:1].nbytes for a in split.inputs) or 1
+    return max(1, min(wanted, CALIBRATION_INPUT_BUDGET // per_sample))
+
+
+def uses_external_data(path: Path) -> bool:
+    from compressctl.onnxio import onnx_files
+
+    return len(onnx_files(path)) > 1
+
+
+def preprocess(source: Path, target: Path, notes: list[str]) -> Path:
+    """ONNX Runtime's pre-processing (shape inference, graph optimisation); falls back, saying so in ``notes``."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    external = uses_external_data(source)
+    for skip_symbolic in (False, True):
+        try:
+            quant_pre_process(
+                str(source),
+                str(target),
+                skip_symbolic_shape=skip_symbolic,
+                save_as_external_data=external,
+                all_tensors_to_one_file=True,
+                external_data_location=target.name + ".data" if external else None,
+            )
+            if skip_symbolic:
+                notes.append("symbolic shape inference failed; pre-processing ran without it")
+            return target
+        except Exception as exc:
+            log.info("quantization pre-processing (skip_symbolic_shape=%s) failed: %s", skip_symbolic, exc)
+            remove_symbolic_debug_dump()
+    notes.append("quantization pre-processing failed; quantizing the model as it is")
+    return source
+
+
+def remove_symbolic_debug_dump() -> None:
+    """ONNX Runtime's symbolic shape inference dumps its partial model into the working directory on failure."""
+    import time
+
+    from compressctl.onnxio import onnx_files
+
+    dump = Path.cwd() / "sym_shape_infer_temp.onnx"
+    if not dump.is_file() or time.time() - dump.stat().st_mtime > 60:
+        return
+    try:
+        files = onnx_files(dump)
+    except Exception:
+        files = [dump]
+    for f in files:
+        f.unlink(missing_ok=True)
+
+
+def model_opset(path: Path) -> int:
+    from compressctl.onnxio import load_onnx
+
+    model = load_onnx(path, load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def upgrade_opset(source: Path, target: Path, notes: list[str]) -> Path:
+    """The model at opset 13 or later (per-channel quantization needs it); ``source`` when it already is."""
+    import onnx
+    from onnx import version_converter
+
+    from compressctl.onnxio import load_onnx
+
+    old = model_opset(source)
+    if old >= PER_CHANNEL_OPSET:
+        return source
+    model = load_onnx(source)
+    upgraded = version_converter.convert_version(model, PER_CHANNEL_OPSET)
+    onnx.save_model(
+        upgraded,
+        str(target),
+        save_as_external_data=uses_external_data(source),
+        all_tensors_to_one_file=True,
+        location=target.name + ".data",
+    )
+    notes.append(f"opset {old} upgraded to {PER_CHANNEL_OPSET} for per-channel quantization")
+    log.info("quantize: the model's opset %d was upgraded to %d (per-channel weights need it)", old, PER_CHANNEL_OPSET)
+    return target
+
+
+def quantize_candidate(
+    source: Path,
+    target: Path,
+    config: Any,
+    setting: dict[str, str],
+    reader: CalibrationReader | None,
+    float_nodes: list[str] | None = None,
+) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    external = uses_external_data(source)
+    nodes_to_exclude = list(config.exclude_nodes) + list(float_nodes or [])
+    if config.exclude_op_types:
+        from compressctl.onnxio import load_onnx
+
+        model = load_onnx(source, load_external_data=False)
+        nodes_to_exclude += [n.name for n in model.graph.node if n.op_type in config.exclude_op_types]
+    common: dict[str, Any] = {
+        "op_types_to_quantize": config.op_types,
+        "per_channel": config.per_channel,
+        "reduce_range": config.reduce_range,
+        "weight_type": getattr(QuantType, QUANT_TYPES[setting["weight"]]),
+        "nodes_to_exclude": nodes_to_exclude or None,
+        "use_external_data_format": external,
+    }
+    if config.mode == "dynamic":
+        quantize_dynamic(str(source), str(target), extra_options={"MatMulConstBOnly": True}, **common)
+        return
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+        "distribution": CalibrationMethod.Distribution,
+    }
+    # One batch per collect: ranges and histograms merge as they go, so memory does not grow with samples.
+    extra: dict[str, Any] = {"CalibPercentile": config.calibration.percentile, "CalibStridedMinMax": 1}
+    if config.smooth_quant is not None:
+        extra.update({"SmoothQuant": True, "SmoothQuantAlpha": config.smooth_quant})
+    assert reader is not None
+    reader.rewind()
+    quantize_static(
+        str(source),
+        str(target),
+        reader,
+        quant_format=QuantFormat.QDQ if setting["format"] == "qdq" else QuantFormat.QOperator,
+        activation_type=getattr(QuantType, QUANT_TYPES[setting["activation"]]),
+        calibrate_method=methods[config.calibration.method],
+        extra_options=extra,
+        **common,
+    )
+
+
+def candidate_settings(config: Any) -> list[dict[str, str]]:
+    """The (format, activation, weight) combinations to try."""
+    if config.mode == "dynamic":
+        weights = ["int8", "uint8"] if config.weight_type == "auto" else [config.weight_type]
+        return [{"format": "qoperator", "activation": "uint8", "weight": w} for w in weights]
+    formats = ["qdq", "qoperator"] if config.format == "auto" else [config.format]
+    acts = ["uint8", "int8"] if config.activation_type == "auto" else [config.activation_type]
+    weights = ["int8"] if config.weight_type == "auto" else [config.weight_type]
+    found = []
+    for fmt in formats:
+        for act in acts:
+            for weight in weights:
+                if fmt == "qoperator" and act == "int8":
+                    continue  # QOperator kernels with int8 activations are reference code on CPU
+                found.append({"format": fmt, "activation": act, "weight": weight})
+    return found
+
+
+def candidate_label(setting: dict[str, str]) -> str:
+    return f"{setting['format']}_a{setting['activation']}_w{setting['weight']}"
+
+
+def rename_external_data(path: Path) -> None:
+    """Name the weights file ``model.onnx.data`` (the quantizer named it after the candidate)."""
+    import onnx
+
+    from compressctl.onnxio import _all_tensors, onnx_files
+
+    target = path.name + ".data"
+    old_files = onnx_files(path)[1:]
+    if len(old_files) != 1 or old_files[0].name == target:
+        return
+    model = onnx.load(str(path), load_external_data=False)
+    for tensor in _all_tensors(model):
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = target
+    old_files[0].rename(path.parent / target)
+    onnx.save_model(model, str(path))

@@ -1,0 +1,73 @@
+"""The candidate rule: the fastest faithful candidate, float included, ties broken by the interval."""
+
+from __future__ import annotations
+
+from compressctl.quantization.select import FLOAT, Candidate, choose, no_gain_line
+
+
+def float_candidate(size: int = 1000) -> Candidate:
+    return Candidate(FLOAT, 1.0, 1.0, 1.0, (1.0, 1.0), size)
+
+
+def test_a_clearly_faster_faithful_candidate_wins() -> None:
+    qdq = Candidate("qdq", 0.999, 0.9995, 2.2, (2.1, 2.3), 300)
+    pick, reason = choose([float_candidate(), qdq], tolerance=0.01)
+    assert pick is qdq and "fastest" in reason
+
+
+def test_float_wins_when_no_candidate_is_faster() -> None:
+    slow = Candidate("qdq_s8", 0.999, 0.9995, 0.42, (0.40, 0.44), 300)
+    pick, _ = choose([float_candidate(), slow], tolerance=0.01)
+    assert pick.is_float
+    line = no_gain_line([float_candidate(), slow], "CPUExecutionProvider@8")
+    assert "keeping the float model" in line and "qdq_s8: 0.42×" in line and "\n" not in line
+
+
+def test_float_wins_a_tie_within_the_interval() -> None:
+    barely = Candidate("qoperator", 0.995, 0.999, 1.03, (0.98, 1.08), 300)
+    pick, reason = choose([float_candidate(), barely], tolerance=0.01)
+    assert pick.is_float and "qoperator" in reason
+
+
+def test_an_unfaithful_candidate_is_never_chosen_however_fast() -> None:
+    fast_wrong = Candidate("fast", 0.90, 0.95, 4.0, (3.9, 4.1), 200)
+    faithful = Candidate("faithful", 0.995, 0.999, 1.8, (1.7, 1.9), 300)
+    pick, _ = choose([float_candidate(), fast_wrong, faithful], tolerance=0.01)
+    assert pick is faithful
+    pick, _ = choose([float_candidate(), fast_wrong], tolerance=0.01)
+    assert pick.is_float
+
+
+def test_overlapping_candidates_go_to_the_more_faithful_then_the_smaller() -> None:
+    a = Candidate("a", 0.995, 0.9990, 2.00, (1.95, 2.05), 300)
+    b = Candidate("b", 0.998, 0.9992, 2.02, (1.97, 2.07), 320)
+    pick, _ = choose([float_candidate(), a, b], tolerance=0.01)
+    assert pick is b  # more faithful, although a is not slower
+    c = Candidate("c", 0.998, 0.9992, 1.99, (1.94, 2.04), 280)
+    pick, _ = choose([float_candidate(), a, b, c], tolerance=0.01)
+    assert pick is c  # as faithful as b, and smaller
+
+
+def test_separated_intervals_go_to_the_faster() -> None:
+    faithful_slow = Candidate("s", 1.0, 1.0, 1.5, (1.45, 1.55), 300)
+    less_faithful_fast = Candidate("f", 0.995, 0.999, 2.0, (1.95, 2.05), 300)
+    pick, _ = choose([float_candidate(), faithful_slow, less_faithful_fast], tolerance=0.01)
+    assert pick is less_faithful_fast
+
+
+def test_prefer_size_keeps_the_smallest_faithful() -> None:
+    small_slow = Candidate("kmeans", 0.995, 0.999, 0.8, (0.75, 0.85), 100)
+    fast = Candidate("qdq", 0.999, 0.9995, 2.0, (1.9, 2.1), 300)
+    pick, _ = choose([float_candidate(), small_slow, fast], tolerance=0.01, prefer="size")
+    assert pick is small_slow
+
+
+def test_the_same_figures_give_the_same_choice() -> None:
+    candidates = [
+        float_candidate(),
+        Candidate("qdq_u8", 1.0, 0.99991, 1.50, (1.47, 1.55), 95_000),
+        Candidate("qoperator_u8", 1.0, 0.99992, 1.51, (1.48, 1.55), 92_000),
+        Candidate("qdq_s8", 1.0, 0.99990, 0.63, (0.62, 0.65), 95_000),
+    ]
+    picks = {choose(list(candidates), 0.01)[0].name for _ in range(5)}
+    assert picks == {"qoperator_u8"}
