@@ -254,6 +254,8 @@ def load_data(
         raise UserError(f"{where}: {len(full)} samples are too few to split into train and validation")
     val = full.take(np.sort(order[:n_val]))
     train = full.take(np.sort(order[n_val:]))
+    del full, arrays  # large data sets: hold each sample once more at most, never three times
     calib_order = np.random.default_rng(seed + 1).permutation(len(train))
-    calibration = train.take(np.sort(calib_order[: min(spec.calibration_samples, len(train))]))
+    count = min(spec.calibration_samples, len(train))
+    calibration = train if count == len(train) else train.take(np.sort(calib_order[:count]))
     return DataBundle(train, val, calibration, [i.name for i in inputs], num_classes)

@@ -32,12 +32,13 @@ import numpy as np
 
 ORDER = "balanced run-by-run alternation"
 STATISTICS = {"p10": 10.0, "p25": 25.0, "median": 50.0, "min": 0.0}
+MIN_ROUNDS = 10  # a sitting's time budget never stops it before this many rounds
 
 
 @dataclass(frozen=True)
 class SittingSettings:
     warmup: int = 10  # untimed runs of each model before the first round
-    min_rounds: int = 30  # rounds before the interval is first checked
+    min_rounds: int = 30  # rounds before the interval is first checked (the time budget may stop it sooner)
     max_rounds: int = 3000
     max_seconds: float = 60.0  # time budget of the timed rounds
     target: float = 0.03  # stop once every ratio's interval is within ±target of its estimate
@@ -249,15 +250,15 @@ def run_rounds(
             runners[name]()
             samples[name].append((clock() - begin) * 1000.0)
         rounds = round_index + 1
+        if rounds >= MIN_ROUNDS and clock() - started >= settings.max_seconds:
+            stopped_by = "time budget"
+            break
         if rounds < settings.min_rounds or rounds % check_every:
             continue
         arrays = {n: np.asarray(s) for n, s in samples.items()}
         widths = [relative_halfwidth(v) for v in compute_speedups(arrays, reference, settings).values()]
         if max(widths, default=0.0) <= settings.target:
             stopped_by = "interval"
-            break
-        if clock() - started >= settings.max_seconds:
-            stopped_by = "time budget"
             break
     return {n: np.asarray(s) for n, s in samples.items()}, stopped_by, clock() - started
 

@@ -20,7 +20,7 @@ from typing import Any
 log = logging.getLogger("compressctl")
 
 QUANT_TYPES = {"uint8": "QUInt8", "int8": "QInt8"}
-CALIBRATION_INPUT_BUDGET = 16 * 1024 * 1024  # bytes of input per calibration batch
+CALIBRATION_INPUT_BUDGET = 4 * 1024 * 1024  # bytes of input per calibration batch (activations are ~1000× that)
 PER_CHANNEL_OPSET = 13  # per-channel DequantizeLinear (axis) needs opset 13
 
 

@@ -173,7 +173,10 @@ class ReportSpec(Strict):
     )
     warmup: int = Field(10, ge=0, le=10_000, description="Warm-up runs before timing.")
     repeat: int = Field(
-        100, gt=0, le=100_000, description="Least timed rounds of a sitting (each round runs every model once)."
+        100,
+        gt=0,
+        le=100_000,
+        description="Rounds of a sitting (each runs every model once) before it may stop on its interval; its time budget may stop it sooner.",
     )
     threads: int | None = Field(
         None, gt=0, le=1024, description="Intra-op threads (default: CPUs available to this process)."

@@ -98,3 +98,35 @@ def test_unreadable_or_unfinished_reports_are_bad_input(tmp_path: Path, cli, rep
         result = cli("compare", good, other)
         assert result.exit_code == EXIT_BAD_INPUT
         assert str(other) in result.output
+
+
+def test_remeasure_times_both_final_models_in_one_sitting(tmp_path: Path, cli, report: dict) -> None:
+    """Stored figures say "no change"; timed together, the new model is clearly slower."""
+    from tests.measure.test_sitting import matmul_chain
+
+    old, new = copy.deepcopy(report), copy.deepcopy(report)
+    final(old)["path"] = str(matmul_chain(tmp_path / "small.onnx", 128))
+    final(new)["path"] = str(matmul_chain(tmp_path / "big.onnx", 512))
+    old_path, new_path = save(tmp_path, "old.json", old), save(tmp_path, "new.json", new)
+    assert cli("compare", old_path, new_path).exit_code == EXIT_OK  # stored latencies are identical
+    result = cli("compare", old_path, new_path, "--remeasure", "--format", "json")
+    assert result.exit_code == EXIT_GATE_FAILED, result.output
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    remeasured = [c for c in checks if c.endswith("(remeasured)")]
+    assert sorted(remeasured) == [
+        "latency CPUExecutionProvider@1 (remeasured)",
+        "latency CPUExecutionProvider@4 (remeasured)",
+    ]
+    assert not any(name.startswith("p50_ms") for name in checks)  # stored figures are not divided
+    assert all(checks[name]["status"] == "regressed" for name in remeasured)
+    backwards = cli("compare", new_path, old_path, "--remeasure", "--format", "json")
+    assert backwards.exit_code == EXIT_OK
+    assert {c["status"] for c in json.loads(backwards.stdout)["checks"] if "remeasured" in c["name"]} == {"improved"}
+
+
+def test_remeasure_needs_the_model_files(tmp_path: Path, cli, report: dict) -> None:
+    gone = copy.deepcopy(report)
+    final(gone)["path"] = str(tmp_path / "deleted.onnx")
+    old, new = save(tmp_path, "old.json", report), save(tmp_path, "new.json", gone)
+    result = cli("compare", old, new, "--remeasure")
+    assert result.exit_code == EXIT_BAD_INPUT and "deleted.onnx is not there any more" in result.output
