@@ -165,7 +165,6 @@ def check_export(
 ) -> float:
     """onnx.checker plus ONNX Runtime vs torch on real inputs; returns the max abs difference."""
     import onnx
-    import onnxruntime as ort
     import torch
 
     try:
@@ -174,7 +173,9 @@ def check_export(
         raise StageError("export", f"onnx.checker rejected the exported model: {exc}") from None
     with torch.no_grad():
         expected = first_tensor(module.eval()(*[torch.from_numpy(f) for f in feeds])).float().numpy()
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    from compressctl.measure.latency import make_session
+
+    session = make_session(path)
     got = session.run(None, dict(zip([i.name for i in session.get_inputs()], feeds, strict=False)))[0]
     got = np.asarray(got, dtype=np.float32)
     if got.shape != expected.shape:

@@ -128,18 +128,9 @@ def quantization_sensitivity(bench: Any, path: Path, folder: Path) -> dict[str, 
 
 def latency_share(bench: Any, path: Path, folder: Path, runs: int = 10) -> dict[str, float]:
     """``{layer or op type: share of the node time}`` from ONNX Runtime's profiler (sums to 1)."""
-    import onnxruntime as ort
+    from compressctl.measure.latency import make_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = bench.threads
-    options.inter_op_num_threads = 1
-    options.enable_profiling = True
-    options.profile_file_prefix = str(folder / "profile")
-    options.log_severity_level = 3
-    providers = (
-        [bench.provider] if bench.provider == "CPUExecutionProvider" else [bench.provider, "CPUExecutionProvider"]
-    )
-    session = ort.InferenceSession(str(path), options, providers=providers)
+    session = make_session(path, bench.provider, bench.threads, profile_prefix=str(folder / "profile"))
     for _ in range(runs):
         session.run(None, bench.feeds)
     profile = Path(session.end_profiling())

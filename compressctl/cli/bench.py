@@ -64,26 +64,38 @@ def print_bench(result: dict) -> None:
             f"{human_bytes(model['compressed_size_bytes'])} zipped, {human_count(model['params'])} params, "
             f"{human_count(model['macs'])} MACs per sample"
         )
-    table = Table()
-    for column in ("model", "provider", "batch", "p10 ms", "p50 ms", "p90 ms", "items/s", "runs", "speedup [95 %]"):
-        table.add_column(column, justify="left" if column == "model" else "right")
+    header = ["model", "provider", "batch", "p10 ms", "p50 ms", "p90 ms", "items/s", "runs", "speedup [95 %]"]
+    rows = []
     for model in result["models"]:
         for item in model["latency"]:
             key = f"{item['requested_provider']}@{item['batch_size']}"
             ran = item["provider"].replace("ExecutionProvider", "") + (" (fallback)" if item["fallback"] else "")
-            table.add_row(
-                model["name"],
-                ran,
-                str(item["batch_size"]),
-                *(f"{item[k]:.3f}" for k in ("p10_ms", "p50_ms", "p90_ms")),
-                f"{item['throughput_per_s']:.1f}",
-                str(item["runs"]),
-                format_speedup(model["speedup"][key], model["speedup_ci"][key]),
+            rows.append(
+                [
+                    model["name"],
+                    ran,
+                    str(item["batch_size"]),
+                    *(f"{item[k]:.3f}" for k in ("p10_ms", "p50_ms", "p90_ms")),
+                    f"{item['throughput_per_s']:.1f}",
+                    str(item["runs"]),
+                    format_speedup(model["speedup"][key], model["speedup_ci"][key]),
+                ]
             )
-    console.print(table)
+    if console.is_terminal:
+        table = Table()
+        for column in header:
+            table.add_column(column, justify="left" if column == "model" else "right")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    else:  # logs and CI: plain text that never wraps
+        from compressctl.report.write import markdown_table
+
+        console.print(markdown_table(header, rows), soft_wrap=True)
     for sitting in result["sittings"]:
         console.print(
             f"sitting {sitting['at']}: {sitting['rounds']} rounds in {sitting['seconds']:.1f} s, "
             f"{sitting['order']}, spinning {'on' if sitting['spinning'] else 'off'}, "
-            f"estimate {sitting['statistic']}, noise CV {sitting['noise_cv']:.2f}, stopped by {sitting['stopped_by']}"
+            f"estimate {sitting['statistic']}, noise CV {sitting['noise_cv']:.2f}, stopped by {sitting['stopped_by']}",
+            soft_wrap=True,
         )

@@ -42,19 +42,37 @@ def check_providers(requested: list[str]) -> None:
         )
 
 
-def make_session(path: Path, provider: str, threads: int, *, spinning: bool = True) -> Any:
-    """An ONNX Runtime session with fixed threads; ``spinning=False`` for sittings (see measure.sitting)."""
+def make_session(
+    path: Path,
+    provider: str = "CPUExecutionProvider",
+    threads: int | None = None,
+    *,
+    spinning: bool = True,
+    profile_prefix: str | None = None,
+    optimized_path: Path | None = None,
+) -> Any:
+    """An ONNX Runtime session; the only place compressctl opens one.
+
+    Threads are fixed (default: the CPUs this process may use); ``spinning=False``
+    for sittings (see ``measure.sitting``); ``profile_prefix`` turns ONNX
+    Runtime's profiler on; ``optimized_path`` saves the graph ONNX Runtime runs.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    options.intra_op_num_threads = threads
+    options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    if optimized_path is not None:
+        options.optimized_model_filepath = str(optimized_path)
     providers = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
     return ort.InferenceSession(str(path), options, providers=providers)
 

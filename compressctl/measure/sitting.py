@@ -45,6 +45,8 @@ class SittingSettings:
     confidence: float = 0.95
     statistic: str = "p10"  # the latency estimate a ratio divides
     spinning: bool = False  # ONNX Runtime intra-op spinning while alternating
+    sessions: int = 6  # least fresh sessions per model: one session can land a few percent fast or slow
+    rewarm: int = 1  # untimed runs right before each timed run: the caches hold this model, not the last one
     bootstrap: int = 500  # bootstrap resamples of the paired rounds
 
     def to_dict(self) -> dict[str, Any]:
@@ -76,19 +78,31 @@ def ratio_interval(
     confidence: float = 0.95,
     resamples: int = 500,
     seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> tuple[float, float, float]:
     """Speedup of ``candidate`` over ``reference`` (estimate, low, high).
 
     ``reference[i]`` and ``candidate[i]`` were timed in the same round: the
     bootstrap resamples rounds, keeping the pairs, so what both sides shared
-    (a slow minute) stays shared.
+    (a slow minute) stays shared. With ``groups`` (the session set each round
+    ran in) it resamples whole groups instead: a fresh ONNX Runtime session
+    can land a few percent faster or slower than the last, and the interval
+    has to cover that too.
     """
     reference = np.asarray(reference, dtype=np.float64)
     candidate = np.asarray(candidate, dtype=np.float64)
     point = float(estimate(reference, statistic) / estimate(candidate, statistic))
     rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(reference), size=(resamples, len(reference)))
-    ratios = estimate(reference[picks], statistic, axis=1) / estimate(candidate[picks], statistic, axis=1)
+    labels = np.unique(groups) if groups is not None else np.array([])
+    if len(labels) >= 2:
+        members = [np.flatnonzero(groups == label) for label in labels]
+        ratios = np.empty(resamples)
+        for b in range(resamples):
+            picks = np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))])
+            ratios[b] = estimate(reference[picks], statistic) / estimate(candidate[picks], statistic)
+    else:
+        picks = rng.integers(0, len(reference), size=(resamples, len(reference)))
+        ratios = estimate(reference[picks], statistic, axis=1) / estimate(candidate[picks], statistic, axis=1)
     tail = (1.0 - confidence) / 2.0 * 100.0
     low, high = np.percentile(ratios, [tail, 100.0 - tail])
     return point, float(low), float(high)
@@ -136,6 +150,7 @@ class SittingResult:
     threads: int
     seconds: float
     stopped_by: str  # interval | time budget | max rounds
+    phases: np.ndarray | None = None  # the session set each round ran in
     speedups: dict[str, tuple[float, float, float]] = field(default_factory=dict)
 
     @property
@@ -172,6 +187,8 @@ class SittingResult:
             "spinning": self.settings.spinning,
             "statistic": self.settings.statistic,
             "rounds": self.rounds,
+            "sessions": 1 if self.phases is None or not len(self.phases) else int(self.phases.max()) + 1,
+            "rewarm": self.settings.rewarm,
             "seconds": round(self.seconds, 3),
             "stopped_by": self.stopped_by,
             "noise_cv": round(float(np.median([noise_cv(s) for s in self.samples_ms.values()])), 4),
@@ -189,6 +206,7 @@ class SittingResult:
             "providers_ran": self.providers_ran,
             "threads": self.threads,
             "samples_ms": {n: [round(float(t), 4) for t in s] for n, s in self.samples_ms.items()},
+            "phases": [] if self.phases is None else [int(p) for p in self.phases],
         }
 
     @classmethod
@@ -204,6 +222,7 @@ class SittingResult:
             threads=int(record["threads"]),
             seconds=float(record["seconds"]),
             stopped_by=record["stopped_by"],
+            phases=np.asarray(record.get("phases") or [], dtype=int),
         )
         result.speedups = {
             n: (float(record["speedup"][n]), *map(float, record["speedup_ci"][n])) for n in record["speedup"]
@@ -212,7 +231,7 @@ class SittingResult:
 
 
 def compute_speedups(
-    samples_ms: dict[str, np.ndarray], reference: str, settings: SittingSettings
+    samples_ms: dict[str, np.ndarray], reference: str, settings: SittingSettings, groups: np.ndarray | None = None
 ) -> dict[str, tuple[float, float, float]]:
     return {
         name: ratio_interval(
@@ -221,34 +240,56 @@ def compute_speedups(
             statistic=settings.statistic,
             confidence=settings.confidence,
             resamples=settings.bootstrap,
+            groups=groups,
         )
         for name, samples in samples_ms.items()
         if name != reference
     }
 
 
-def run_rounds(
-    runners: dict[str, Any], settings: SittingSettings, reference: str, clock: Any = time.perf_counter
-) -> tuple[dict[str, np.ndarray], str, float]:
-    """Time ``runners`` (name -> zero-argument callable) in balanced rounds until the intervals are tight.
+@dataclass
+class Rounds:
+    samples_ms: dict[str, np.ndarray]
+    phases: np.ndarray  # the session set each round ran in
+    stopped_by: str
+    seconds: float
 
-    Returns the samples in milliseconds, why it stopped and the seconds spent.
-    Works on any callables: tests give it synthetic ones.
+
+def run_rounds(runners: Any, settings: SittingSettings, reference: str, clock: Any = time.perf_counter) -> Rounds:
+    """Time models in balanced rounds until the intervals are tight.
+
+    ``runners`` maps a name to a zero-argument callable that runs the model
+    once; or it is ``phase -> such a map``, called again every
+    ``min_rounds / sessions`` rounds with a new phase number, so that each
+    model is timed in fresh sessions again and again. Works on any callables:
+    tests give it synthetic ones.
     """
-    names = list(runners)
-    for name in names:
-        for _ in range(settings.warmup):
-            runners[name]()
-    samples: dict[str, list[float]] = {n: [] for n in names}
+    make = runners if callable(runners) else (lambda phase: runners)
+    phase_rounds = max(MIN_ROUNDS, -(-settings.min_rounds // max(1, settings.sessions)))
+    samples: dict[str, list[float]] = {}
+    phases: list[int] = []
+    current: dict[str, Any] = {}
     started = clock()
-    check_every = max(5, settings.min_rounds // 3)
+    check_every = phase_rounds
     stopped_by = "max rounds"
     for round_index in range(settings.max_rounds):
+        phase = round_index // phase_rounds
+        if round_index % phase_rounds == 0:
+            current = make(phase)
+            for run in current.values():
+                for _ in range(settings.warmup if round_index == 0 else min(settings.warmup, 2)):
+                    run()
+            if round_index == 0:
+                samples, started = {n: [] for n in current}, clock()
+        names = list(current)
         for position in balanced_order(len(names), round_index):
-            name = names[position]
+            run = current[names[position]]
+            for _ in range(settings.rewarm):
+                run()
             begin = clock()
-            runners[name]()
-            samples[name].append((clock() - begin) * 1000.0)
+            run()
+            samples[names[position]].append((clock() - begin) * 1000.0)
+        phases.append(phase)
         rounds = round_index + 1
         if rounds >= MIN_ROUNDS and clock() - started >= settings.max_seconds:
             stopped_by = "time budget"
@@ -256,11 +297,11 @@ def run_rounds(
         if rounds < settings.min_rounds or rounds % check_every:
             continue
         arrays = {n: np.asarray(s) for n, s in samples.items()}
-        widths = [relative_halfwidth(v) for v in compute_speedups(arrays, reference, settings).values()]
-        if max(widths, default=0.0) <= settings.target:
+        speedups = compute_speedups(arrays, reference, settings, np.asarray(phases))
+        if max((relative_halfwidth(v) for v in speedups.values()), default=0.0) <= settings.target:
             stopped_by = "interval"
             break
-    return {n: np.asarray(s) for n, s in samples.items()}, stopped_by, clock() - started
+    return Rounds({n: np.asarray(s) for n, s in samples.items()}, np.asarray(phases), stopped_by, clock() - started)
 
 
 class Sitting:
@@ -277,7 +318,7 @@ class Sitting:
         threads: int | None = None,
         settings: SittingSettings | None = None,
     ) -> None:
-        from compressctl.measure.latency import default_threads, make_session
+        from compressctl.measure.latency import default_threads
 
         if not models:
             raise ValueError("a sitting needs at least one model")
@@ -285,8 +326,16 @@ class Sitting:
         self.provider = provider
         self.threads = threads or default_threads()
         self.paths = {name: Path(path) for name, path in models.items()}
+        self.sessions: dict[str, Any] = {}
+        self.open_sessions()
+
+    def open_sessions(self) -> None:
+        """A fresh session of every model (the previous ones are closed first, to bound memory)."""
+        from compressctl.measure.latency import make_session
+
+        self.sessions = {}
         self.sessions = {
-            name: make_session(path, provider, self.threads, spinning=self.settings.spinning)
+            name: make_session(path, self.provider, self.threads, spinning=self.settings.spinning)
             for name, path in self.paths.items()
         }
 
@@ -297,12 +346,16 @@ class Sitting:
     def time(self, feeds: dict[str, dict[str, np.ndarray]], batch_size: int) -> SittingResult:
         """Time every model on its own feeds (``feeds[name]``); ratios against the first model."""
 
-        def runner(name: str) -> Any:
-            session, feed = self.sessions[name], feeds[name]
+        def runner(session: Any, feed: dict[str, np.ndarray]) -> Any:
             return lambda: session.run(None, feed)
 
-        runners = {name: runner(name) for name in self.paths}
-        samples, stopped_by, seconds = run_rounds(runners, self.settings, self.reference)
+        def runners(phase: int) -> dict[str, Any]:
+            if phase > 0:
+                self.open_sessions()
+            return {name: runner(self.sessions[name], feeds[name]) for name in self.paths}
+
+        rounds = run_rounds(runners, self.settings, self.reference)
+        samples, stopped_by, seconds = rounds.samples_ms, rounds.stopped_by, rounds.seconds
         result = SittingResult(
             names=list(self.paths),
             reference=self.reference,
@@ -314,8 +367,9 @@ class Sitting:
             threads=self.threads,
             seconds=seconds,
             stopped_by=stopped_by,
+            phases=rounds.phases,
         )
-        result.speedups = compute_speedups(samples, self.reference, self.settings)
+        result.speedups = compute_speedups(samples, self.reference, self.settings, rounds.phases)
         return result
 
 

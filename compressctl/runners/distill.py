@@ -135,9 +135,9 @@ class OnnxTeacher:
     module = None
 
     def __init__(self, path: Path, names: list[str]) -> None:
-        import onnxruntime as ort
+        from compressctl.measure.latency import make_session
 
-        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.session = make_session(path)
         self.names = [i.name for i in self.session.get_inputs()]
         if len(self.names) != len(names):
             raise UserError(f"distill.teacher.onnx: the model has {len(self.names)} inputs, the recipe {len(names)}")

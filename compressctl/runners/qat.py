@@ -100,12 +100,10 @@ def map_layers(model: Any, layers: list[tuple[str, Any]]) -> tuple[dict[str, Any
 def count_kernels(path: Path, optimized: Path) -> dict[str, int]:
     """Op types of ONNX Runtime's optimized CPU graph, for the int8 kernels it fused."""
     import onnx
-    import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.optimized_model_filepath = str(optimized)
-    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    from compressctl.measure.latency import make_session
+
+    make_session(path, optimized_path=optimized)
     counts: dict[str, int] = {}
     for node in onnx.load(str(optimized), load_external_data=False).graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1

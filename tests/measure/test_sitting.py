@@ -81,7 +81,7 @@ def test_a_slow_drift_biases_sequential_timing_but_not_alternation() -> None:
     machine = DriftingMachine(drift_per_s=0.5)
     runners = {"slow": machine.runner(10.0), "fast": machine.runner(4.0)}
     settings = SittingSettings(warmup=0, min_rounds=200, max_rounds=200, target=0.0)
-    samples, _stopped_by, _seconds = run_rounds(runners, settings, "slow", clock=machine.clock)
+    samples = run_rounds(runners, settings, "slow", clock=machine.clock).samples_ms
     point, low, high = ratio_interval(samples["slow"], samples["fast"])
     assert point == pytest.approx(true_speedup, rel=0.02)
     assert low <= true_speedup * 1.01 and high >= true_speedup * 0.99
@@ -104,7 +104,8 @@ def test_rounds_stop_once_the_interval_is_tight() -> None:
     machine = DriftingMachine(drift_per_s=0.0, noise=0.02)
     runners = {"a": machine.runner(5.0), "b": machine.runner(2.5)}
     settings = SittingSettings(warmup=2, min_rounds=30, max_rounds=5000, target=0.03)
-    samples, stopped_by, _ = run_rounds(runners, settings, "a", clock=machine.clock)
+    rounds = run_rounds(runners, settings, "a", clock=machine.clock)
+    samples, stopped_by = rounds.samples_ms, rounds.stopped_by
     assert stopped_by == "interval"
     assert len(samples["a"]) == len(samples["b"]) < 5000
 
@@ -113,7 +114,8 @@ def test_rounds_stop_at_the_time_budget_on_a_noisy_machine() -> None:
     machine = DriftingMachine(drift_per_s=0.0, noise=3.0)
     runners = {"a": machine.runner(5.0), "b": machine.runner(2.5)}
     settings = SittingSettings(warmup=0, min_rounds=30, max_rounds=100_000, max_seconds=2.0, target=0.001)
-    samples, stopped_by, seconds = run_rounds(runners, settings, "a", clock=machine.clock)
+    rounds = run_rounds(runners, settings, "a", clock=machine.clock)
+    samples, stopped_by, seconds = rounds.samples_ms, rounds.stopped_by, rounds.seconds
     assert stopped_by == "time budget"
     assert 2.0 <= seconds < 2.5 and len(samples["a"]) < 100_000
 
@@ -170,3 +172,21 @@ def test_sessions_turn_spinning_off(tmp_path: Path) -> None:
     sitting = Sitting({"m": matmul_chain(tmp_path / "m.onnx", 64)}, threads=2)
     config = sitting.sessions["m"].get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
     assert config == "0"
+
+
+def test_fresh_sessions_each_phase_and_their_luck_widens_the_interval() -> None:
+    """A session can land a few percent fast or slow; grouping rounds by session set keeps the interval honest."""
+    machine = DriftingMachine(drift_per_s=0.0, noise=0.01)
+    luck = np.random.default_rng(3).uniform(0.9, 1.1, 100)
+    made: list[int] = []
+
+    def runners(phase: int) -> dict:
+        made.append(phase)
+        return {"a": machine.runner(6.0), "b": machine.runner(2.0 * luck[phase])}
+
+    settings = SittingSettings(warmup=1, min_rounds=60, max_rounds=60, sessions=6, target=0.0)
+    rounds = run_rounds(runners, settings, "a", clock=machine.clock)
+    assert made == [0, 1, 2, 3, 4, 5] and list(np.unique(rounds.phases)) == made
+    grouped = ratio_interval(rounds.samples_ms["a"], rounds.samples_ms["b"], groups=rounds.phases)
+    pooled = ratio_interval(rounds.samples_ms["a"], rounds.samples_ms["b"])
+    assert relative_halfwidth(grouped) > 2 * relative_halfwidth(pooled)
