@@ -30,7 +30,7 @@ log = logging.getLogger("compressctl")
 DEFAULT_TRIALS = 40
 DEFAULT_FINALISTS = 4
 ACCURACY_TIE = 0.002  # finalists closer than this in metric count as equally accurate
-SPEED_TIE = 0.10  # finalists within 10 % of the fastest count as equally fast (as the quantize stage's formats)
+SPEED_TIE = 0.10  # finalists within 10 % of the fastest count as equally fast (run-to-run timing noise)
 
 
 class BudgetNotMet(CompressctlError):
