@@ -88,11 +88,13 @@ def test_corrupt_npz(tmp_path: Path) -> None:
         load_data(DataSpec(source={"npz": "d.npz"}), IMAGE, base_dir=tmp_path)
 
 
-def test_labels_out_of_range_for_random_classes(tmp_path: Path) -> None:
-    # digits has 10 classes; a model with 10 outputs and labels 0..9 is fine, 10 is not.
-    write_npz(tmp_path / "d.npz", x=np.zeros((4, 1, 8, 8), np.float32), labels=np.array([0, 1, 2, 3]))
+def test_npz_classes_are_counted_from_its_labels(tmp_path: Path) -> None:
+    write_npz(tmp_path / "d.npz", x=np.zeros((4, 1, 8, 8), np.float32), labels=np.array([0, 1, 2, 6]))
     data = load_data(DataSpec(source={"npz": "d.npz"}), IMAGE, base_dir=tmp_path)
-    assert data.num_classes == 4
+    assert data.num_classes == 7  # the largest label + 1, not the number of distinct labels
+    write_npz(tmp_path / "bad.npz", x=np.zeros((4, 1, 8, 8), np.float32), labels=np.array([0, 1, -1, 2]))
+    with pytest.raises(UserError, match="labels must be ≥ 0"):
+        load_data(DataSpec(source={"npz": "bad.npz"}), IMAGE, base_dir=tmp_path)
 
 
 def test_dataset_factory(tmp_path: Path) -> None:
@@ -110,5 +112,8 @@ def test_dataset_factory(tmp_path: Path) -> None:
 
 def test_batches_cover_every_sample_once() -> None:
     data = load_data(DataSpec(source="digits"), IMAGE)
-    seen = sum(len(labels) for _, labels in data.train.batches(64, shuffle=True, seed=1))
-    assert seen == len(data.train)
+    seen = [row.tobytes() for inputs, _ in data.train.batches(64, shuffle=True, seed=1) for row in inputs[0]]
+    assert sorted(seen) == sorted(row.tobytes() for row in data.train.inputs[0])  # each sample exactly once
+    again = [row.tobytes() for inputs, _ in data.train.batches(64, shuffle=True, seed=1) for row in inputs[0]]
+    other = [row.tobytes() for inputs, _ in data.train.batches(64, shuffle=True, seed=2) for row in inputs[0]]
+    assert again == seen and other != seen  # the order follows the seed

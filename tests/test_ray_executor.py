@@ -7,11 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
+import ray  # make test installs the ray extra: a missing ray fails loudly, it is not skipped
 
 from compressctl.errors import EXIT_OK, EXIT_STAGE_FAILED
 from tests.conftest import tiny_recipe, write_recipe
-
-ray = pytest.importorskip("ray", reason="the Ray executor is an optional extra: pip install 'compressctl[ray]'")
 
 
 @pytest.fixture(scope="module")

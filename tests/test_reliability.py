@@ -75,8 +75,10 @@ def test_sigkill_leaves_no_trusted_corrupt_cache(tmp_path: Path) -> None:
     path = write_recipe(tmp_path, slow_recipe())
     out = tmp_path / "out"
     proc = compressctl("apply", str(path), "-o", str(out), cwd=tmp_path)
+    deadline = time.monotonic() + 300
     while not (out / "stages" / ".02-finetune.tmp").exists():
         assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the finetune stage never started"
         time.sleep(0.2)
     proc.kill()
     proc.communicate()

@@ -74,7 +74,7 @@ def print_summary(report: dict, console) -> None:
         if gate_rows(report):
             console.print(markdown_table(["gate", "limit", "value", "result"], gate_rows(report)), soft_wrap=True)
         console.print(f"report: {Path(report['output_dir']) / 'report.md'}", soft_wrap=True)
-        console.print("result: " + ("passed" if report["passed"] else "GATE FAILED"))
+        console.print("result: " + verdict(report))
         return
     # The terminal gets the narrow view (report.md has every column).
     keep = [i for i, name in enumerate(header) if name not in ("zipped", "nonzero", "params")]
@@ -97,4 +97,9 @@ def print_summary(report: dict, console) -> None:
             gate_table.add_row(*row)
         console.print(gate_table)
     console.print(f"report: {Path(report['output_dir']) / 'report.md'}")
-    console.print("result: " + ("passed" if report["passed"] else "GATE FAILED"))
+    console.print("result: " + verdict(report))
+
+
+def verdict(report: dict) -> str:
+    result = "passed" if report["passed"] else "GATE FAILED"
+    return result + (" (measure-only: the recipe has no stages)" if report.get("measure_only") else "")

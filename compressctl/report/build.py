@@ -186,6 +186,7 @@ def build_report(run: Any, failed: bool = False) -> dict[str, Any]:
         "summary": summary,
         "gates": gates,
         "passed": (not failed) and all(g["passed"] for g in gates),
+        "measure_only": not recipe.stages,
         "stages": run.stage_records,
         "seconds": round(getattr(run, "total_seconds", 0.0), 2),
     }

@@ -161,7 +161,11 @@ def test_proxies_run_slimming_lowrank_kmeans_and_float_fallback(workspace):
     lowrank = figures["stages"]["lowrank"]
     assert lowrank["decomposed"] and lowrank["macs_after"] < lowrank["macs_before"]
     assert figures["float"]["macs"] < bench.baseline["macs"]
-    assert figures["fallback"]["max_accuracy_drop"] == 0.0 and figures["fallback"]["float_nodes"] >= 0
+    fallback = figures["fallback"]
+    assert fallback["max_accuracy_drop"] == 0.0
+    # a zero-drop budget: either INT8 already matched float, or nodes went back to float
+    assert (fallback["int8_drop"] <= 0.0) == (fallback["float_nodes"] == 0)
+    assert fallback["met"] or fallback["float_nodes"] > 0
 
 
 def test_recipes_with_the_new_stages_apply(workspace):

@@ -207,3 +207,19 @@ def test_locked_output_folder(tmp_path: Path, cli) -> None:
     (out / ".compressctl.lock").write_text(json.dumps({"pid": 2**22 + 7, "host": socket.gethostname(), "time": 0}))
     assert cli("apply", write_recipe(tmp_path, tiny_recipe()), "-o", out, "-q").exit_code == 0
     assert not (out / ".compressctl.lock").exists()
+
+
+def test_gates_at_an_unmeasured_batch_is_bad_input(tmp_path: Path, cli) -> None:
+    recipe = tiny_recipe(gates={"at": "CPUExecutionProvider@64", "min_speedup": 1.0})
+    result = cli("apply", write_recipe(tmp_path, recipe), "-o", tmp_path / "out")
+    assert result.exit_code == 2
+    assert "gates.at: CPUExecutionProvider@64 is not measured by this run" in result.output
+    assert "report.batch_sizes: 4" in result.output and not (tmp_path / "out" / "report.json").exists()
+
+
+def test_a_recipe_without_stages_says_it_only_measures(tmp_path: Path, cli) -> None:
+    result = cli("apply", write_recipe(tmp_path, tiny_recipe(stages=[])), "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "no stages: measuring the model as it is" in result.output
+    assert "result: passed (measure-only: the recipe has no stages)" in result.output
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["measure_only"] is True

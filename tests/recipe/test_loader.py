@@ -171,7 +171,11 @@ def test_bad_override_is_a_recipe_error(tmp_path: Path, override: str) -> None:
 def test_schema_describes_every_stage_type() -> None:
     schema = recipe_schema()
     text = str(schema)
-    for stage in ("train", "finetune", "export", "quantize"):
+    from compressctl.registry import registry
+
+    types = registry.names()
+    assert {"train", "finetune", "prune", "distill", "lowrank", "qat", "quantize", "export"} <= set(types)
+    for stage in types:
         assert f"'const': '{stage}'" in text
     assert schema["additionalProperties"] is False
     assert "stages" in schema["properties"]

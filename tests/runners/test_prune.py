@@ -145,7 +145,6 @@ def runs_exports_and_replays(build: Any, pruned: nn.Module, artifact: Artifact, 
 @pytest.mark.parametrize("factory", ["hf_resnet", pytest.param("hf_mobilenet_v2", marks=pytest.mark.slow)])
 def test_structured_pruning_of_hugging_face_architectures(factory: str, tmp_path: Path) -> None:
     """Architectures nobody here wrote, passed in as a factory, prune, export and replay from the cache."""
-    pytest.importorskip("transformers", reason="transformers is a dev extra (pip install -e '.[dev]')")
     build = seeded(getattr(prune_models, factory))
     original, pruned, artifact, _ = prune(build, IMAGE, amount=0.5)
     assert params(pruned) < 0.5 * params(original)
@@ -155,7 +154,6 @@ def test_structured_pruning_of_hugging_face_architectures(factory: str, tmp_path
 @pytest.mark.parametrize("heads", [0.0, 0.5])
 def test_attention_heads_of_a_hugging_face_encoder(heads: float, tmp_path: Path) -> None:
     """BERT's q/k/v layers stay grouped per head; ``heads`` removes whole heads, 0 narrows every head."""
-    pytest.importorskip("transformers", reason="transformers is a dev extra (pip install -e '.[dev]')")
     build = seeded(prune_models.hf_bert)
     original, pruned, artifact, _ = prune(build, TOKENS, amount=0.25, attention_heads=heads)
     for layer in pruned.bert.encoder.layer:
