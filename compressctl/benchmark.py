@@ -114,7 +114,7 @@ def bench_onnx(
             raise UserError(f"ONNX Runtime cannot run the models on {provider}: {first}") from None
     for name, model in zip(names, models, strict=True):
         model["name"] = name
-        model["latency"] = [s.latency_entry(name) for s in sittings]
+        model["latency"] = [{k: v for k, v in s.latency_entry(name).items() if k != "samples_ms"} for s in sittings]
         model["speedup"] = {s.key: (s.speedups[name][0] if name in s.speedups else 1.0) for s in sittings}
         model["speedup_ci"] = {
             s.key: (list(s.speedups[name][1:]) if name in s.speedups else [1.0, 1.0]) for s in sittings

@@ -176,6 +176,7 @@ class SittingResult:
             **self.stats(name),
             "warmup": self.settings.warmup,
             "sitting": self.key,
+            "samples_ms": [round(float(t), 4) for t in self.samples_ms[name]],
         }
 
     def to_dict(self) -> dict[str, Any]:
