@@ -351,6 +351,8 @@ class Run:
         from compressctl.measure.runner import Measurer
 
         check_providers(self.providers)
+        from compressctl.report.build import check_gate_target
+
         check_gate_target(self.recipe, self.providers)
         if not self.recipe.stages:
             log.warning("the recipe has no stages: measuring the model as it is (measure-only run)")
@@ -506,19 +508,6 @@ class Run:
             shutil.copyfile(f, tmp)
             tmp.replace(self.output_dir / f.name)
         return target
-
-
-def check_gate_target(recipe: Any, providers: list[str]) -> None:
-    """``gates.at`` must name a provider and batch size the run measures (else exit 2)."""
-    at = recipe.gates.at
-    if not at:
-        return
-    provider, _, batch = at.partition("@")
-    if provider not in providers or int(batch) not in recipe.report.batch_sizes:
-        raise UserError(
-            f"gates.at: {at} is not measured by this run (providers: {', '.join(providers)}; "
-            f"report.batch_sizes: {', '.join(map(str, recipe.report.batch_sizes))})"
-        )
 
 
 def check_onnx_file(path: Path, what: str) -> None:

@@ -114,18 +114,13 @@ def relative_halfwidth(interval: tuple[float, float, float]) -> float:
 
 
 def latency_stats(samples_ms: np.ndarray, batch_size: int, statistic: str = "p10") -> dict[str, float]:
+    from compressctl.measure.latency import summarize
+
     arr = np.asarray(samples_ms, dtype=np.float64)
-    p50 = float(np.percentile(arr, 50))
     return {
-        "p50_ms": p50,
-        "p90_ms": float(np.percentile(arr, 90)),
-        "p99_ms": float(np.percentile(arr, 99)),
-        "mean_ms": float(arr.mean()),
-        "std_ms": float(arr.std()),
-        "min_ms": float(arr.min()),
+        **summarize(list(arr), batch_size),
         "p10_ms": float(np.percentile(arr, 10)),
         "estimate_ms": float(estimate(arr, statistic)),
-        "throughput_per_s": batch_size * 1000.0 / p50 if p50 > 0 else 0.0,
         "runs": len(arr),
     }
 

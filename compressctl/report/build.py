@@ -5,6 +5,8 @@ from __future__ import annotations
 import platform
 from typing import Any
 
+from compressctl.errors import UserError
+
 SCHEMA_VERSION = 1
 
 
@@ -60,6 +62,19 @@ def sitting_speedups(sittings: list[Any], name: str) -> tuple[dict[str, float], 
             point, low, high = sitting.speedups[name]
             speedup[sitting.key], interval[sitting.key] = point, [low, high]
     return speedup, interval
+
+
+def check_gate_target(recipe: Any, providers: list[str]) -> None:
+    """``gates.at`` must name a provider and batch size the run measures (else exit 2)."""
+    at = recipe.gates.at
+    if not at:
+        return
+    provider, _, batch = at.partition("@")
+    if provider not in providers or int(batch) not in recipe.report.batch_sizes:
+        raise UserError(
+            f"gates.at: {at} is not measured by this run (providers: {', '.join(providers)}; "
+            f"report.batch_sizes: {', '.join(map(str, recipe.report.batch_sizes))})"
+        )
 
 
 def summarize(
