@@ -27,7 +27,7 @@ from pydantic import Field, model_validator
 from compressctl.artifact import Artifact
 from compressctl.errors import UserError
 from compressctl.quantization.fallback import run_fallback
-from compressctl.quantization.select import choose, no_gain_line
+from compressctl.quantization.select import FLOAT, choose, no_gain_line
 from compressctl.recipe.models import Strict
 from compressctl.runners.base import Runner, StageConfig
 
@@ -301,9 +301,6 @@ class QuantizeRunner(Runner):
             }
         )
         return Artifact.from_onnx(output)
-
-
-FLOAT = "float"
 
 
 def check_smooth_quant(config: QuantizeConfig) -> None:
