@@ -99,13 +99,29 @@ def export_module(
     path: Path,
     *,
     opset: int = 18,
-    dynamo: bool = True,
+    dynamo: bool | str = True,
     external_data: bool | None = None,
 ) -> str:
     """Export ``module`` to ``path``; returns the exporter that succeeded.
 
+    ``dynamo="auto"``: the dynamo exporter, except for transformers, which the
+    TorchScript exporter writes the way ONNX Runtime's transformer optimizer
+    can fuse (Attention, SkipLayerNormalization; see ``compressctl.fusion``).
     ``external_data``: weights in ``<name>.data`` beside the model (None: only above 1.5 GB).
     """
+    if dynamo == "auto":
+        exporter = export_module(module, inputs, example, path, opset=opset, dynamo=True, external_data=external_data)
+        if exporter == "dynamo" and _is_transformer(Path(path)):
+            try:
+                return export_module(
+                    module, inputs, example, path, opset=opset, dynamo=False, external_data=external_data
+                )
+            except Exception as exc:
+                log.info("TorchScript export of the transformer failed (%s); re-exporting with dynamo", exc)
+                return export_module(
+                    module, inputs, example, path, opset=opset, dynamo=True, external_data=external_data
+                )
+        return exporter
     import onnx
     import torch
 
@@ -158,6 +174,12 @@ def export_module(
                 "ONNX export failed with the %s exporter: %s", "dynamo" if use_dynamo else "torchscript", errors[-1]
             )
     raise StageError("export", "torch.onnx.export failed; " + " | ".join(errors))
+
+
+def _is_transformer(path: Path) -> bool:
+    from compressctl.fusion import is_transformer
+
+    return is_transformer(load_onnx(path, load_external_data=False))
 
 
 def check_export(

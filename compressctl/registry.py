@@ -26,6 +26,7 @@ BUILTIN_RUNNERS = (
     "compressctl.runners.lowrank:LowRankRunner",
     "compressctl.runners.qat:QatRunner",
     "compressctl.runners.export:ExportRunner",
+    "compressctl.runners.optimize:OptimizeRunner",
     "compressctl.runners.quantize:QuantizeRunner",
 )
 

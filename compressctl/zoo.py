@@ -5,6 +5,8 @@ Each builder is a plain ``factory:`` target (``compressctl.zoo:digits_resnet``).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -154,3 +156,140 @@ class TokenBandTask:
 def token_band_task(**kwargs) -> TokenBandTask:
     """Synthetic token classification for ``tiny_transformer`` (see ``TokenBandTask``)."""
     return TokenBandTask(**kwargs)
+
+
+# --- a BERT-style sentence encoder --------------------------------------------------------------
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, hidden: int, heads: int) -> None:
+        super().__init__()
+        self.hidden, self.num_heads = hidden, heads
+        self.query = nn.Linear(hidden, hidden)
+        self.key = nn.Linear(hidden, hidden)
+        self.value = nn.Linear(hidden, hidden)
+
+    def heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(x.size(0), x.size(1), self.num_heads, self.hidden // self.num_heads).permute(0, 2, 1, 3)
+
+    def forward(self, states: torch.Tensor, additive_mask: torch.Tensor) -> torch.Tensor:
+        query = self.heads(self.query(states))
+        key = self.heads(self.key(states))
+        value = self.heads(self.value(states))
+        scores = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(self.hidden // self.num_heads)
+        probs = torch.softmax(scores + additive_mask, dim=-1)
+        context = torch.matmul(probs, value).permute(0, 2, 1, 3).contiguous()
+        return context.view(context.size(0), context.size(1), self.hidden)
+
+
+class DenseNorm(nn.Module):
+    """Dense → residual add → LayerNorm (BERT's "output" blocks)."""
+
+    def __init__(self, width: int, hidden: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(width, hidden)
+        self.LayerNorm = nn.LayerNorm(hidden, eps=1e-12)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dense(x) + residual)
+
+
+class Attention(nn.Module):
+    def __init__(self, hidden: int, heads: int) -> None:
+        super().__init__()
+        self.self = SelfAttention(hidden, heads)
+        self.output = DenseNorm(hidden, hidden)
+
+    def forward(self, states: torch.Tensor, additive_mask: torch.Tensor) -> torch.Tensor:
+        return self.output(self.self(states, additive_mask), states)
+
+
+class Intermediate(nn.Module):
+    def __init__(self, hidden: int, intermediate: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(hidden, intermediate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.gelu(self.dense(x))
+
+
+class Layer(nn.Module):
+    def __init__(self, hidden: int, heads: int, intermediate: int) -> None:
+        super().__init__()
+        self.attention = Attention(hidden, heads)
+        self.intermediate = Intermediate(hidden, intermediate)
+        self.output = DenseNorm(intermediate, hidden)
+
+    def forward(self, states: torch.Tensor, additive_mask: torch.Tensor) -> torch.Tensor:
+        attended = self.attention(states, additive_mask)
+        return self.output(self.intermediate(attended), attended)
+
+
+class Encoder(nn.Module):
+    def __init__(self, hidden: int, heads: int, intermediate: int, layers: int) -> None:
+        super().__init__()
+        self.layer = nn.ModuleList(Layer(hidden, heads, intermediate) for _ in range(layers))
+
+
+class Embeddings(nn.Module):
+    def __init__(self, vocab: int, hidden: int, positions: int) -> None:
+        super().__init__()
+        self.word_embeddings = nn.Embedding(vocab, hidden)
+        self.position_embeddings = nn.Embedding(positions, hidden)
+        self.token_type_embeddings = nn.Embedding(2, hidden)
+        self.LayerNorm = nn.LayerNorm(hidden, eps=1e-12)
+        self.register_buffer("position_ids", torch.arange(positions).unsqueeze(0))
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        positions = self.position_ids[:, : input_ids.size(1)]
+        token_types = torch.zeros_like(input_ids)
+        summed = self.word_embeddings(input_ids) + self.position_embeddings(positions)
+        return self.LayerNorm(summed + self.token_type_embeddings(token_types))
+
+
+class Pooler(nn.Module):
+    """Unused by mean pooling; kept so Hugging Face checkpoints load strictly."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(hidden, hidden)
+
+
+class SentenceEncoder(nn.Module):
+    """BERT encoder → masked mean pooling → L2 normalisation (sentence-transformers' recipe).
+
+    Parameter names are Hugging Face's, so a BERT checkpoint (``model.safetensors``)
+    loads strictly through ``checkpoint:``. Attention is written as ONNX Runtime's
+    transformer optimizer recognises it after the TorchScript exporter: Q/K/V as
+    MatMul+Add → Reshape → Transpose, scores divided by √d, an additive mask
+    ``(1 - mask) * -10000``, Softmax, MatMul.
+    """
+
+    def __init__(
+        self,
+        vocab: int = 1000,
+        hidden: int = 64,
+        heads: int = 4,
+        layers: int = 2,
+        intermediate: int = 256,
+        positions: int = 128,
+    ) -> None:
+        super().__init__()
+        self.embeddings = Embeddings(vocab, hidden, positions)
+        self.encoder = Encoder(hidden, heads, intermediate, layers)
+        self.pooler = Pooler(hidden)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        states = self.embeddings(input_ids)
+        mask = attention_mask.unsqueeze(1).unsqueeze(2).to(states.dtype)
+        additive_mask = (1.0 - mask) * -10000.0
+        for layer in self.encoder.layer:
+            states = layer(states, additive_mask)
+        weights = attention_mask.unsqueeze(-1).to(states.dtype)
+        pooled = (states * weights).sum(1) / weights.sum(1).clamp_min(1e-9)
+        return nn.functional.normalize(pooled, p=2.0, dim=1)
+
+
+def sentence_encoder(**kwargs) -> nn.Module:
+    """BERT-style encoder with mean pooling (int64 ``input_ids`` and ``attention_mask``)."""
+    return SentenceEncoder(**kwargs).eval()

@@ -50,12 +50,14 @@ def make_session(
     spinning: bool = True,
     profile_prefix: str | None = None,
     optimized_path: Path | None = None,
+    level: str = "all",
 ) -> Any:
     """An ONNX Runtime session; the only place compressctl opens one.
 
     Threads are fixed (default: the CPUs this process may use); ``spinning=False``
     for sittings (see ``measure.sitting``); ``profile_prefix`` turns ONNX
-    Runtime's profiler on; ``optimized_path`` saves the graph ONNX Runtime runs.
+    Runtime's profiler on; ``optimized_path`` saves the graph ONNX Runtime runs,
+    after graph optimisation at ``level`` (basic | extended | all).
     """
     import onnxruntime as ort
 
@@ -66,7 +68,11 @@ def make_session(
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = {
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[level]
     options.log_severity_level = 3
     if profile_prefix is not None:
         options.enable_profiling = True

@@ -122,15 +122,26 @@ def validation_evaluator(judge: Any, labels: Any, metric: str) -> tuple[Evaluate
 
 
 def run_fallback(
-    chosen: dict[str, Any], source: Path, float_path: Path, config: Any, reader: Any, judge: Any, metric: str
+    chosen: dict[str, Any],
+    source: Path,
+    float_path: Path,
+    config: Any,
+    reader: Any,
+    judge: Any,
+    metric: str,
+    max_drop: float | None = None,
 ) -> dict[str, Any]:
-    """Apply the accuracy-aware fallback to the chosen candidate; returns the details for the report."""
+    """Apply the accuracy-aware fallback to the chosen candidate; returns the details for the report.
+
+    The budget is ``max_drop`` on ``metric`` (default: the stage's ``max_accuracy_drop``).
+    """
+    budget = float(config.max_accuracy_drop or 0.0) if max_drop is None else max_drop
     from compressctl.quantization.int8 import quantize_candidate
 
     evaluate, metric = validation_evaluator(judge, judge.split.labels, metric)
     float_metric = evaluate(float_path)
     quantized_metric = evaluate(chosen["path"])
-    setting = {k: chosen[k] for k in ("format", "activation", "weight")}
+    setting = {k: chosen[k] for k in ("mode", "format", "activation", "weight")}
     work = Path(chosen["path"]).parent
     made: list[Path] = []
 
@@ -147,20 +158,20 @@ def run_fallback(
         float_metric=float_metric,
         quantized=Path(chosen["path"]),
         quantized_metric=quantized_metric,
-        max_drop=float(config.max_accuracy_drop or 0.0),
+        max_drop=budget,
         max_nodes=config.fallback_max_nodes,
     )
     if not result.met:
         log.warning(
             "accuracy-aware fallback: drop %.4f still exceeds %.4f with %d nodes in float",
             float_metric - result.metric,
-            config.max_accuracy_drop,
+            budget,
             len(result.float_nodes),
         )
     chosen["path"] = result.path
     return {
         "metric": metric,
-        "max_accuracy_drop": config.max_accuracy_drop,
+        "max_accuracy_drop": budget,
         "float_metric": float_metric,
         "quantized_metric": quantized_metric,
         "final_metric": result.metric,

@@ -12,8 +12,10 @@ kept small for large inputs, since activation memory grows with it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +144,22 @@ def upgrade_opset(source: Path, target: Path, notes: list[str]) -> Path:
     return target
 
 
+@contextlib.contextmanager
+def quiet_root_logger() -> Iterator[None]:
+    """ONNX Runtime's quantizer warns on the root logger about every tensor it skips (int64 ids, masks)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+# Outputs of contrib ops (a fused Attention, SkipLayerNormalization) have no inferred type; they are float.
+FLOAT_DEFAULT = {"DefaultTensorType": 1}  # onnx.TensorProto.FLOAT
+
+
 def quantize_candidate(
     source: Path,
     target: Path,
@@ -167,52 +185,67 @@ def quantize_candidate(
         "nodes_to_exclude": nodes_to_exclude or None,
         "use_external_data_format": external,
     }
-    if config.mode == "dynamic":
-        quantize_dynamic(str(source), str(target), extra_options={"MatMulConstBOnly": True}, **common)
-        return
-    methods = {
-        "minmax": CalibrationMethod.MinMax,
-        "entropy": CalibrationMethod.Entropy,
-        "percentile": CalibrationMethod.Percentile,
-        "distribution": CalibrationMethod.Distribution,
-    }
-    # One batch per collect: ranges and histograms merge as they go, so memory does not grow with samples.
-    extra: dict[str, Any] = {"CalibPercentile": config.calibration.percentile, "CalibStridedMinMax": 1}
-    if config.smooth_quant is not None:
-        extra.update({"SmoothQuant": True, "SmoothQuantAlpha": config.smooth_quant})
-    assert reader is not None
-    reader.rewind()
-    quantize_static(
-        str(source),
-        str(target),
-        reader,
-        quant_format=QuantFormat.QDQ if setting["format"] == "qdq" else QuantFormat.QOperator,
-        activation_type=getattr(QuantType, QUANT_TYPES[setting["activation"]]),
-        calibrate_method=methods[config.calibration.method],
-        extra_options=extra,
-        **common,
-    )
+    with quiet_root_logger():
+        if setting.get("mode", config.mode) == "dynamic":
+            quantize_dynamic(
+                str(source), str(target), extra_options={"MatMulConstBOnly": True, **FLOAT_DEFAULT}, **common
+            )
+            return
+        methods = {
+            "minmax": CalibrationMethod.MinMax,
+            "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile,
+            "distribution": CalibrationMethod.Distribution,
+        }
+        # One batch per collect: ranges and histograms merge as they go, so memory does not grow with samples.
+        extra: dict[str, Any] = {
+            "CalibPercentile": config.calibration.percentile,
+            "CalibStridedMinMax": 1,
+            **FLOAT_DEFAULT,
+        }
+        if config.smooth_quant is not None:
+            extra.update({"SmoothQuant": True, "SmoothQuantAlpha": config.smooth_quant})
+        assert reader is not None
+        reader.rewind()
+        quantize_static(
+            str(source),
+            str(target),
+            reader,
+            quant_format=QuantFormat.QDQ if setting["format"] == "qdq" else QuantFormat.QOperator,
+            activation_type=getattr(QuantType, QUANT_TYPES[setting["activation"]]),
+            calibrate_method=methods[config.calibration.method],
+            extra_options=extra,
+            **common,
+        )
 
 
-def candidate_settings(config: Any) -> list[dict[str, str]]:
-    """The (format, activation, weight) combinations to try."""
-    if config.mode == "dynamic":
+def candidate_settings(config: Any, transformer: bool = False) -> list[dict[str, str]]:
+    """The (mode, format, activation, weight) combinations to try.
+
+    ``mode: auto`` tries the static formats and, on transformers, dynamic INT8
+    too: there ``quantize_dynamic`` turns fused attention into QAttention, which
+    static quantization cannot.
+    """
+    found: list[dict[str, str]] = []
+    if config.mode in ("static", "auto"):
+        formats = ["qdq", "qoperator"] if config.format == "auto" else [config.format]
+        acts = ["uint8", "int8"] if config.activation_type == "auto" else [config.activation_type]
+        weights = ["int8"] if config.weight_type == "auto" else [config.weight_type]
+        for fmt in formats:
+            for act in acts:
+                for weight in weights:
+                    if fmt == "qoperator" and act == "int8":
+                        continue  # QOperator kernels with int8 activations are reference code on CPU
+                    found.append({"mode": "static", "format": fmt, "activation": act, "weight": weight})
+    if config.mode == "dynamic" or (config.mode == "auto" and transformer):
         weights = ["int8", "uint8"] if config.weight_type == "auto" else [config.weight_type]
-        return [{"format": "qoperator", "activation": "uint8", "weight": w} for w in weights]
-    formats = ["qdq", "qoperator"] if config.format == "auto" else [config.format]
-    acts = ["uint8", "int8"] if config.activation_type == "auto" else [config.activation_type]
-    weights = ["int8"] if config.weight_type == "auto" else [config.weight_type]
-    found = []
-    for fmt in formats:
-        for act in acts:
-            for weight in weights:
-                if fmt == "qoperator" and act == "int8":
-                    continue  # QOperator kernels with int8 activations are reference code on CPU
-                found.append({"format": fmt, "activation": act, "weight": weight})
+        found += [{"mode": "dynamic", "format": "qoperator", "activation": "uint8", "weight": w} for w in weights]
     return found
 
 
 def candidate_label(setting: dict[str, str]) -> str:
+    if setting["mode"] == "dynamic":
+        return f"dynamic_w{setting['weight']}"
     return f"{setting['format']}_a{setting['activation']}_w{setting['weight']}"
 
 

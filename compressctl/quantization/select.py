@@ -15,10 +15,15 @@ against float in one sitting. The rule:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+log = logging.getLogger("compressctl")
+
 FLOAT = "float"
+FUSED_FLOAT = "float_fused"  # the float model after graph fusion (see compressctl.fusion)
 
 
 @dataclass
@@ -33,6 +38,10 @@ class Candidate:
     @property
     def is_float(self) -> bool:
         return self.name == FLOAT
+
+    @property
+    def is_quantized(self) -> bool:
+        return self.name not in (FLOAT, FUSED_FLOAT)
 
 
 def overlaps(a: tuple[float, float], b: tuple[float, float]) -> bool:
@@ -55,17 +64,39 @@ def choose(candidates: list[Candidate], tolerance: float, prefer: str = "speed")
     return pick, f"as fast as {others} within the timing interval, and more faithful or smaller"
 
 
-def no_gain_line(candidates: list[Candidate], at: str) -> str:
-    """The one line a user reads when float is kept."""
-    quantized = [c for c in candidates if not c.is_float]
+def judged_by(judge: Any) -> str:
+    """The faithfulness figure candidates were compared by, by its own name."""
+    if judge.figure != "fidelity":
+        return judge.figure
+    return "agreement" if judge.kind == "classes" else "cosine_min"
+
+
+def is_quantized(score: dict[str, Any]) -> bool:
+    return score["candidate"] not in (FLOAT, FUSED_FLOAT)
+
+
+def repairable(candidates: list[Candidate], pick: Candidate, tolerance: float) -> Candidate | None:
+    """The fastest quantized candidate when it is clearly faster than the pick but not faithful, else None."""
+    best = max(c.fidelity for c in candidates)
+    quantized = [c for c in candidates if c.is_quantized and c.interval[0] > max(1.0, pick.interval[1])]
     if not quantized:
-        return "quantize: every candidate failed; keeping the float model"
+        return None
+    fastest = max(quantized, key=lambda c: c.speedup)
+    return fastest if fastest.fidelity < best - tolerance else None
+
+
+def no_gain_line(candidates: list[Candidate], at: str, kept: str = FLOAT) -> str:
+    """The one line a user reads when float (or the fused float model) is kept."""
+    model = "the fused float model" if kept == FUSED_FLOAT else "the float model"
+    quantized = [c for c in candidates if c.is_quantized]
+    if not quantized:
+        return f"quantize: every candidate failed; keeping {model}"
     best = max(quantized, key=lambda c: c.speedup)
     low, high = best.interval
     return (
         f"quantize: no quantized candidate is faithful and faster than float at {at} "
         f"(best {best.name}: {best.speedup:.2f}× [{low:.2f}–{high:.2f}], fidelity {best.fidelity:.4f}); "
-        "keeping the float model"
+        f"keeping {model}"
     )
 
 
@@ -124,3 +155,43 @@ class Judge:
         found = faithfulness(self.outputs(path), self.reference, self.kind)
         found["judged_by"] = found[self.figure] if self.figure in found else found["fidelity"]
         return found
+
+
+def time_candidates(
+    usable: list[dict[str, Any]], judge: Any, batch: int, config: Any, provider: str, spec: Any
+) -> tuple[list[Candidate], Any]:
+    """Float and every candidate timed together in one sitting; returns the candidates and the sitting."""
+    from compressctl.measure.latency import batch_feeds, default_threads
+    from compressctl.measure.sitting import Sitting, SittingSettings
+    from compressctl.onnxio import onnx_files
+
+    settings = SittingSettings(
+        warmup=min(spec.warmup, 5),
+        min_rounds=config.select_repeat,
+        max_rounds=50 * config.select_repeat,
+        max_seconds=config.select_seconds,
+        target=spec.interval,
+        statistic=spec.statistic,
+    )
+    models = {s["candidate"]: Path(s["path"]) for s in usable}
+    sitting = Sitting(models, provider=provider, threads=spec.threads or default_threads(), settings=settings)
+    feeds = {n: batch_feeds(session.get_inputs(), judge.split.inputs, batch) for n, session in sitting.sessions.items()}
+    result = sitting.time(feeds, batch)
+    del sitting
+    candidates = []
+    for score in usable:
+        name = score["candidate"]
+        point, low, high = result.speedups.get(name, (1.0, 1.0, 1.0))
+        size = sum(f.stat().st_size for f in onnx_files(Path(score["path"])))
+        candidates.append(Candidate(name, score["judged_by"], score["cosine_mean"], point, (low, high), size))
+        log.info(
+            "candidate %s: %.2f× [%.2f–%.2f] over float at batch %d, %s %.4f",
+            name,
+            point,
+            low,
+            high,
+            batch,
+            judge.figure,
+            score["judged_by"],
+        )
+    return candidates, result

@@ -14,8 +14,13 @@ from compressctl.runners.base import Runner, StageConfig
 class ExportConfig(StageConfig):
     type: Literal["export"] = "export"
     opset: int = Field(18, ge=17, le=23, description="ONNX opset version.")
-    dynamo: bool = Field(
-        True, description="Use the dynamo exporter (falls back to the TorchScript exporter if tracing fails)."
+    dynamo: bool | Literal["auto"] = Field(
+        "auto",
+        description=(
+            "true: the dynamo exporter (falls back to TorchScript if tracing fails); false: the TorchScript "
+            "exporter; auto: dynamo, except transformers, which TorchScript writes in the form ONNX Runtime's "
+            "transformer optimizer fuses (Attention, SkipLayerNormalization)."
+        ),
     )
     check: bool = Field(True, description="Run onnx.checker and compare ONNX Runtime with torch outputs.")
     rtol: float = Field(1e-3, gt=0, description="Relative tolerance of the output check.")

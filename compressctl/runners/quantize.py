@@ -26,8 +26,18 @@ from pydantic import Field, model_validator
 
 from compressctl.artifact import Artifact
 from compressctl.errors import UserError
+from compressctl.fusion import fuse_encoder, looks_transformer
 from compressctl.quantization.fallback import run_fallback
-from compressctl.quantization.select import FLOAT, choose, no_gain_line
+from compressctl.quantization.select import (
+    FLOAT,
+    FUSED_FLOAT,
+    choose,
+    is_quantized,
+    judged_by,
+    no_gain_line,
+    repairable,
+    time_candidates,
+)
 from compressctl.recipe.models import Strict
 from compressctl.runners.base import Runner, StageConfig
 
@@ -45,9 +55,10 @@ class CalibrationConfig(Strict):
 
 class QuantizeConfig(StageConfig):
     type: Literal["quantize"] = "quantize"
-    mode: Literal["static", "dynamic", "kmeans", "int4", "fp16"] = Field(
-        "static",
+    mode: Literal["auto", "static", "dynamic", "kmeans", "int4", "fp16"] = Field(
+        "auto",
         description=(
+            "auto: static INT8 candidates, plus dynamic ones on transformers, chosen by measurement; "
             "static: INT8 with calibrated activations; dynamic: INT8 with activation ranges at run time; "
             "kmeans: weights clustered to a 2^bits codebook; int4: weight-only 4-bit MatMulNBits; fp16: float16."
         ),
@@ -87,7 +98,14 @@ class QuantizeConfig(StageConfig):
     prefer: Literal["speed", "size"] = Field(
         "speed", description="speed: the fastest faithful candidate (float when none is faster); size: the smallest."
     )
-    preprocess: bool = Field(True, description="static/dynamic: run ONNX Runtime's quantization pre-processing first.")
+    preprocess: bool = Field(True, description="INT8: run ONNX Runtime's quantization pre-processing first.")
+    fuse: Literal["auto", "never"] = Field(
+        "auto",
+        description=(
+            "INT8: auto fuses transformer encoders first (Attention, SkipLayerNormalization… see the optimize "
+            "stage), and the fused float model becomes a candidate too; never quantizes the graph as it is."
+        ),
+    )
     faithfulness: Literal["auto", "agreement", "cosine_mean", "cosine_min", "sqnr_db"] = Field(
         "auto",
         description=(
@@ -104,11 +122,19 @@ class QuantizeConfig(StageConfig):
             "sensitive quantized nodes return to float until it is met."
         ),
     )
+    repair: Literal["auto", "never"] = Field(
+        "auto",
+        description=(
+            "INT8 without max_accuracy_drop: when the fastest quantized candidate is faster than float but not "
+            "faithful, its most sensitive nodes return to float until it is within fidelity_tolerance (auto), "
+            "then it is timed against float again; never keeps the choice among the candidates as they are."
+        ),
+    )
     fallback_max_nodes: int = Field(
         32, gt=0, le=10_000, description="Most nodes the accuracy-aware fallback may return to float."
     )
     fallback_op_types: list[str] = Field(
-        default_factory=lambda: ["Conv", "ConvTranspose", "Gemm", "MatMul"],
+        default_factory=lambda: ["Conv", "ConvTranspose", "Gemm", "MatMul", "Attention"],
         min_length=1,
         description="Op types whose nodes the fallback ranks by sensitivity.",
     )
@@ -151,8 +177,8 @@ class QuantizeConfig(StageConfig):
             "accuracy_level": ("int4",),
             "int4_op_types": ("int4",),
             "keep_io_types": ("fp16",),
-            "max_accuracy_drop": ("static", "dynamic"),
-            "smooth_quant": ("static",),
+            "max_accuracy_drop": ("auto", "static", "dynamic"),
+            "smooth_quant": ("auto", "static"),
         }
         for name, modes in only.items():
             if getattr(self, name) is not None and self.mode not in modes:
@@ -233,12 +259,19 @@ class QuantizeRunner(Runner):
         float_path = Path(artifact.path)
         notes: list[str] = []
         source = upgrade_opset(float_path, work / "upgraded.onnx", notes) if config.per_channel else float_path
+        fusion = fuse_encoder(source, work) if config.fuse == "auto" else None
+        if fusion is not None:
+            source = fusion.path
+            context.details["fusion"] = fusion.to_dict()
+            if fusion.warning():
+                notes.append(fusion.warning())
         if config.preprocess:
             source = preprocess(source, work / "preprocessed.onnx", notes)
         for note in notes:
             log.warning("quantize: %s", note)
+        settings = candidate_settings(config, transformer=fusion is not None or looks_transformer(source))
         reader = None
-        if config.mode == "static":
+        if any(s["mode"] == "static" for s in settings):
             calibration = context.data.calibration.head(config.calibration.samples)
             names = [i.name for i in context.inputs] or context.data.input_names
             batch_size = calibration_batch_size(calibration, config.calibration.batch_size)
@@ -246,7 +279,9 @@ class QuantizeRunner(Runner):
             context.details.update({"calibration_samples": len(calibration), "calibration_batch_size": batch_size})
         judge = make_judge(float_path, context, config)
         scores: list[dict[str, Any]] = [{"candidate": FLOAT, "path": float_path, **judge(float_path)}]
-        for setting in candidate_settings(config):
+        if fusion is not None:
+            scores.append({"candidate": FUSED_FLOAT, "path": fusion.path, **judge(fusion.path)})
+        for setting in settings:
             label = candidate_label(setting)
             target = work / f"{label}.onnx"
             try:
@@ -256,43 +291,62 @@ class QuantizeRunner(Runner):
                 log.warning("quantization candidate %s failed: %s", label, exc)
                 scores.append({"candidate": label, **setting, "error": f"{type(exc).__name__}: {exc}"})
         usable = [s for s in scores if "error" not in s]
-        if len(usable) == 1:
-            raise RuntimeError("every quantization candidate failed: " + "; ".join(s["error"] for s in scores[1:]))
+        if not any(is_quantized(s) for s in usable):
+            raise RuntimeError("every quantization candidate failed: " + "; ".join(s.get("error", "") for s in scores))
         batch = config.select_batch_size or max(context.recipe.report.batch_sizes)
-        candidates, sitting = time_candidates(usable, judge, batch, config, context)
+        provider = context.run.providers[0]
+        candidates, sitting = time_candidates(usable, judge, batch, config, provider, context.recipe.report)
+        figures = {c.name: c for c in candidates}
         if config.max_accuracy_drop is None:
             pick, reason = choose(candidates, config.fidelity_tolerance, config.prefer)
+            broken = repairable(candidates, pick, config.fidelity_tolerance) if config.repair == "auto" else None
+            if broken is not None:
+                chosen = next(s for s in usable if s["candidate"] == broken.name)
+                context.details["fallback"] = run_fallback(
+                    chosen, source, float_path, config, reader, judge, "fidelity", config.fidelity_tolerance
+                )
+                if context.details["fallback"]["met"]:
+                    usable = [s for s in usable if not is_quantized(s)] + [{**chosen, **judge(chosen["path"])}]
+                    candidates, sitting = time_candidates(usable, judge, batch, config, provider, context.recipe.report)
+                    figures.update({c.name: c for c in candidates})
+                    pick, reason = choose(candidates, config.fidelity_tolerance, config.prefer)
         else:
             # The fallback restores accuracy: pick the format by speed, repair it, then check it still beats float.
-            pick, reason = choose([c for c in candidates if not c.is_float], 1.0, config.prefer)
-            chosen = next(s for s in usable if s["candidate"] == pick.name)
+            fastest, _ = choose([c for c in candidates if c.is_quantized], 1.0, config.prefer)
+            chosen = next(s for s in usable if s["candidate"] == fastest.name)
             context.details["fallback"] = run_fallback(
                 chosen, source, float_path, config, reader, judge, context.recipe.evaluate.metric
             )
-            if context.details["fallback"]["float_nodes"]:
+            returned = len(context.details["fallback"]["float_nodes"])
+            if returned:
                 repaired = {**chosen, **judge(chosen["path"])}
                 usable = [usable[0], repaired]
-                candidates, sitting = time_candidates(usable, judge, batch, config, context)
+                candidates, sitting = time_candidates(usable, judge, batch, config, provider, context.recipe.report)
+                figures.update({c.name: c for c in candidates})
             else:
-                candidates = [candidates[0], pick]
-            pick, reason = choose(candidates, 1.0, config.prefer)
+                candidates = [candidates[0], fastest]
+            pick, _ = choose(candidates, 1.0, config.prefer)
+            reason = (
+                f"{fastest.name}: the fastest format; {returned} node(s) returned to float to keep the drop "
+                f"within {config.max_accuracy_drop:g}"
+            )
         chosen = next(s for s in usable if s["candidate"] == pick.name)
-        if pick.is_float:
-            reason = no_gain_line(candidates, sitting.key)
+        if not pick.is_quantized:
+            reason = no_gain_line(candidates, sitting.key, kept=pick.name)
             log.warning(reason)
         output = publish(chosen["path"], context.stage_dir, move=not pick.is_float)
         shutil.rmtree(work, ignore_errors=True)
         for score in scores:
-            match = next((c for c in candidates if c.name == score["candidate"]), None)
+            match = figures.get(score["candidate"])
             if match is not None:
                 score.update(speedup=match.speedup, speedup_ci=list(match.interval), size_bytes=match.size_bytes)
         context.details.update(
             {
                 "mode": config.mode,
                 "chosen": chosen["candidate"],
-                "kept_float": pick.is_float,
+                "kept_float": not pick.is_quantized,
                 "output_kind": judge.kind,
-                "judged_by": judge.figure if judge.kind != "classes" or judge.figure != "fidelity" else "agreement",
+                "judged_by": judged_by(judge),
                 "selected_at": sitting.key,
                 "sitting": sitting.to_dict(),
                 "candidates": [{k: v for k, v in s.items() if k != "path"} for s in scores],
@@ -313,48 +367,6 @@ def check_smooth_quant(config: QuantizeConfig) -> None:
             "quantize.smooth_quant: ONNX Runtime's SmoothQuant needs the neural-compressor package "
             "(pip install neural-compressor)"
         )
-
-
-def time_candidates(usable: list[dict[str, Any]], judge: Any, batch: int, config: QuantizeConfig, context: Any):
-    """Float and every candidate timed together in one sitting; returns the candidates and the sitting."""
-    from compressctl.measure.latency import batch_feeds, default_threads
-    from compressctl.measure.sitting import Sitting, SittingSettings
-    from compressctl.onnxio import onnx_files
-    from compressctl.quantization.select import Candidate
-
-    spec = context.recipe.report
-    settings = SittingSettings(
-        warmup=min(spec.warmup, 5),
-        min_rounds=config.select_repeat,
-        max_rounds=50 * config.select_repeat,
-        max_seconds=config.select_seconds,
-        target=spec.interval,
-        statistic=spec.statistic,
-    )
-    models = {s["candidate"]: Path(s["path"]) for s in usable}
-    sitting = Sitting(
-        models, provider=context.run.providers[0], threads=spec.threads or default_threads(), settings=settings
-    )
-    feeds = {n: batch_feeds(session.get_inputs(), judge.split.inputs, batch) for n, session in sitting.sessions.items()}
-    result = sitting.time(feeds, batch)
-    del sitting
-    candidates = []
-    for score in usable:
-        name = score["candidate"]
-        point, low, high = result.speedups.get(name, (1.0, 1.0, 1.0))
-        size = sum(f.stat().st_size for f in onnx_files(Path(score["path"])))
-        candidates.append(Candidate(name, score["judged_by"], score["cosine_mean"], point, (low, high), size))
-        log.info(
-            "candidate %s: %.2f× [%.2f–%.2f] over float at batch %d, %s %.4f",
-            name,
-            point,
-            low,
-            high,
-            batch,
-            judge.figure,
-            score["judged_by"],
-        )
-    return candidates, result
 
 
 def publish(path: Path, stage_dir: Path, *, move: bool) -> Path:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from compressctl.quantization.select import FLOAT, Candidate, choose, no_gain_line
+from compressctl.quantization.select import FLOAT, FUSED_FLOAT, Candidate, choose, no_gain_line, repairable
 
 
 def float_candidate(size: int = 1000) -> Candidate:
@@ -71,3 +71,27 @@ def test_the_same_figures_give_the_same_choice() -> None:
     ]
     picks = {choose(list(candidates), 0.01)[0].name for _ in range(5)}
     assert picks == {"qoperator_u8"}
+
+
+def test_a_fast_unfaithful_candidate_is_the_one_to_repair() -> None:
+    fast_wrong = Candidate("dynamic_wint8", 0.985, 0.993, 2.4, (2.3, 2.5), 200)
+    slower = Candidate("qdq", 0.995, 0.999, 1.3, (1.25, 1.35), 300)
+    candidates = [float_candidate(), fast_wrong, slower]
+    pick, _ = choose(candidates, tolerance=0.01)
+    assert pick is slower
+    assert repairable(candidates, pick, tolerance=0.01) is fast_wrong
+    # nothing to repair when the fastest is faithful, or when it is not clearly faster than the pick
+    assert repairable([float_candidate(), slower], slower, tolerance=0.01) is None
+    close = Candidate("dynamic_wint8", 0.985, 0.993, 1.33, (1.30, 1.40), 200)
+    assert repairable([float_candidate(), close, slower], slower, tolerance=0.01) is None
+
+
+def test_the_fused_float_model_is_float_for_the_rule() -> None:
+    fused = Candidate(FUSED_FLOAT, 0.99999, 0.99999, 1.06, (1.04, 1.08), 1000)
+    slow = Candidate("qdq", 0.999, 0.9995, 0.8, (0.78, 0.82), 300)
+    pick, _ = choose([float_candidate(), fused, slow], tolerance=0.01)
+    assert pick is fused and not pick.is_quantized and not pick.is_float
+    line = no_gain_line([float_candidate(), fused, slow], "CPUExecutionProvider@8", kept=pick.name)
+    assert "keeping the fused float model" in line and "best qdq" in line
+    tie = Candidate(FUSED_FLOAT, 0.99999, 0.99999, 1.01, (0.97, 1.05), 1000)
+    assert choose([float_candidate(), tie], tolerance=0.01)[0].is_float  # fusion must be clearly faster
