@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import ray  # make test installs the ray extra: a missing ray fails loudly, it is not skipped
 
-from compressctl.errors import EXIT_OK, EXIT_STAGE_FAILED
+from compressctl.errors import EXIT_BAD_INPUT, EXIT_OK
 from tests.conftest import tiny_recipe, write_recipe
 
 
@@ -31,7 +31,7 @@ def test_batch_on_ray_gathers_every_result_into_the_summary(tmp_path: Path, cli,
     write_recipe(zoo, broken, "three.yaml")
     out = tmp_path / "out"
     result = cli("batch", zoo, "-o", out, "--executor", "ray", "--keep-going")
-    assert result.exit_code == EXIT_STAGE_FAILED, result.output
+    assert result.exit_code == EXIT_BAD_INPUT, result.output  # the broken recipe is bad input, nothing crashed
     index = json.loads((out / "index.json").read_text())
     rows = {row["name"]: row for row in index["models"]}
     assert rows["ray-one"]["status"] == rows["ray-two"]["status"] == "passed"

@@ -16,13 +16,13 @@ def batch(
     output: Path = typer.Option(
         Path("out/zoo"), "-o", "--output", help="Batch folder: one DIR/<name>/ per recipe and the zoo summary."
     ),
-    jobs: int = typer.Option(
-        1,
+    jobs: int | None = typer.Option(
+        None,
         "-j",
         "--jobs",
         min=1,
         max=256,
-        help="Recipes run at the same time (with ray, more than 1 caps the tasks in flight; default there: one per free CPU).",
+        help="At most N recipes run at the same time, with either executor (default: 1 locally, one per free CPU on Ray).",
     ),
     keep_going: bool = typer.Option(False, "-k", "--keep-going", help="Run every recipe even after one fails."),
     timeout: float | None = typer.Option(

@@ -1,4 +1,4 @@
-"""report.html and the zoo's index.html: one self-contained file each, charts by plotly.
+"""report.html: one self-contained file, charts by plotly; its page, table and chart helpers serve index.html too.
 
 plotly.js is embedded once per file (no network, no CDN), so a report opens
 the same from a CI artifact, an e-mail or a laptop on a plane.
@@ -21,7 +21,7 @@ pre{background:#f6f8fa;padding:1rem;overflow:auto}.chart{margin-bottom:1.5rem}
 """
 
 
-class _Figures:
+class Figures:
     """Turns plotly figures into <div>s; the first one carries plotly.js inline."""
 
     def __init__(self) -> None:
@@ -43,7 +43,7 @@ class _Figures:
         return f'<div class="chart" data-chart="{html.escape(name)}">{markup}</div>'
 
 
-def _table(header: list[str], rows: list[list[str]], raw_columns: tuple[int, ...] = ()) -> str:
+def html_table(header: list[str], rows: list[list[str]], raw_columns: tuple[int, ...] = ()) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
         "<tr>"
@@ -54,7 +54,7 @@ def _table(header: list[str], rows: list[list[str]], raw_columns: tuple[int, ...
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _page(title: str, body: list[str]) -> str:
+def html_page(title: str, body: list[str]) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>\n"
@@ -63,7 +63,7 @@ def _page(title: str, body: list[str]) -> str:
     )
 
 
-def _figure(traces: list[dict[str, Any]], title: str, y_title: str) -> dict[str, Any]:
+def plotly_figure(traces: list[dict[str, Any]], title: str, y_title: str) -> dict[str, Any]:
     """A plotly figure as a plain dict (plotly's figure classes cost a second of validation per report)."""
     return {
         "data": traces,
@@ -77,9 +77,9 @@ def _figure(traces: list[dict[str, Any]], title: str, y_title: str) -> dict[str,
 
 
 # -- one run -------------------------------------------------------------------------------------
-def size_figure(models: list[dict[str, Any]]) -> dict[str, Any]:
+def sizeplotly_figure(models: list[dict[str, Any]]) -> dict[str, Any]:
     names = [m["name"] for m in models]
-    return _figure(
+    return plotly_figure(
         [
             {"type": "bar", "name": "on disk", "x": names, "y": [m["size_bytes"] / 1024 for m in models]},
             {"type": "bar", "name": "zipped", "x": names, "y": [m["compressed_size_bytes"] / 1024 for m in models]},
@@ -89,11 +89,11 @@ def size_figure(models: list[dict[str, Any]]) -> dict[str, Any]:
     )
 
 
-def metric_figure(models: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+def metricplotly_figure(models: list[dict[str, Any]], metric: str) -> dict[str, Any]:
     names = [m["name"] for m in models]
     values = [m.get("metrics", {}).get(metric) for m in models]
     text = [f"{v:.4f}" if v is not None else "" for v in values]
-    return _figure(
+    return plotly_figure(
         [
             {
                 "type": "scatter",
@@ -124,7 +124,7 @@ def _latency(model: dict[str, Any], key: str) -> dict[str, Any] | None:
     return next((i for i in model.get("latency", []) if f"{i['requested_provider']}@{i['batch_size']}" == key), None)
 
 
-def latency_figure(models: list[dict[str, Any]]) -> dict[str, Any]:
+def latencyplotly_figure(models: list[dict[str, Any]]) -> dict[str, Any]:
     names = [m["name"] for m in models]
     bars = []
     for key in latency_keys(models):
@@ -142,17 +142,17 @@ def latency_figure(models: list[dict[str, Any]]) -> dict[str, Any]:
                 },
             }
         )
-    return _figure(bars, "Latency per stage (p50, whisker to p90)", "ms")
+    return plotly_figure(bars, "Latency per stage (p50, whisker to p90)", "ms")
 
 
-def distribution_figure(models: list[dict[str, Any]], key: str) -> dict[str, Any]:
+def distributionplotly_figure(models: list[dict[str, Any]], key: str) -> dict[str, Any]:
     boxes = []
     for model in models:
         item = _latency(model, key)
         if item and item.get("samples_ms"):
             boxes.append({"type": "box", "name": model["name"], "y": item["samples_ms"], "boxpoints": "outliers"})
     provider, _, batch = key.partition("@")
-    figure = _figure(boxes, f"Latency distribution — {provider}, batch {batch}", "ms per run (log scale)")
+    figure = plotly_figure(boxes, f"Latency distribution — {provider}, batch {batch}", "ms per run (log scale)")
     figure["layout"]["yaxis"]["type"] = "log"  # a few slow outliers would flatten every box on a linear axis
     return figure
 
@@ -172,20 +172,20 @@ def render_html(report: dict[str, Any]) -> str:
         f"<code>{html.escape(str(summary.get('metric')))}</code> · {report.get('seconds', 0):.1f} s</p>",
     ]
     if models:
-        body += ["<h2>Models</h2>", _table(*model_rows(report))]
+        body += ["<h2>Models</h2>", html_table(*model_rows(report))]
     if report.get("gates"):
-        body += ["<h2>Gates</h2>", _table(["gate", "limit", "value", "result"], gate_rows(report))]
-    figures = _Figures()
+        body += ["<h2>Gates</h2>", html_table(["gate", "limit", "value", "result"], gate_rows(report))]
+    figures = Figures()
     if models:
         body += [
             "<h2>Charts</h2>",
-            figures.div(size_figure(models), "size"),
-            figures.div(metric_figure(models, summary.get("metric") or recipe["evaluate"]["metric"]), "metric"),
-            figures.div(latency_figure(models), "latency"),
+            figures.div(sizeplotly_figure(models), "size"),
+            figures.div(metricplotly_figure(models, summary.get("metric") or recipe["evaluate"]["metric"]), "metric"),
+            figures.div(latencyplotly_figure(models), "latency"),
         ]
         body.append("<h2>Latency distributions</h2>")
         for i, key in enumerate(latency_keys(models)):
-            body.append(figures.div(distribution_figure(models, key), f"distribution-{i}"))
+            body.append(figures.div(distributionplotly_figure(models, key), f"distribution-{i}"))
     else:
         body.append("<p>No model was measured before the run stopped; see run.log.</p>")
     stage_rows = [
@@ -198,43 +198,8 @@ def render_html(report: dict[str, Any]) -> str:
         ]
         for s in report.get("stages", [])
     ]
-    body += ["<h2>Stages</h2>", _table(["#", "stage", "status", "cached", "seconds"], stage_rows)]
+    body += ["<h2>Stages</h2>", html_table(["#", "stage", "status", "cached", "seconds"], stage_rows)]
     env = report.get("environment", {})
     body += ["<h2>Environment</h2>", f"<pre>{html.escape(json.dumps(env, indent=2, default=str))}</pre>"]
     body += ["<h2>Recipe</h2>", f"<pre>{html.escape(yaml.safe_dump(recipe, sort_keys=False))}</pre>"]
-    return _page(f"{recipe['name']} — compressctl report", body)
-
-
-# -- the zoo -------------------------------------------------------------------------------------
-def render_index_html(index: dict[str, Any]) -> str:
-    """index.html of a batch: every model with size, speedup, accuracy drop, gates and a link to its report."""
-    from compressctl.batch import index_table
-
-    def link(row: dict[str, Any]) -> str:
-        target, label = (row["report"], "report") if row["report"] else (row["log"], "log")
-        return f'<a href="{html.escape(target)}">{label}</a>'
-
-    header, rows = index_table(index, link)
-    result = "PASSED" if index["passed"] else "FAILED"
-    counts = ", ".join(f"{n} {status}" for status, n in sorted(index["counts"].items()))
-    body = [
-        "<h1>Model zoo</h1>",
-        f'<p><span class="{"passed" if index["passed"] else "failed"}">{result}</span> · '
-        f"{len(index['models'])} recipes ({html.escape(counts)}) · {index['seconds']:.1f} s</p>",
-        _table(header, rows, raw_columns=(len(header) - 1,)),
-    ]
-    measured = [row for row in index["models"] if row["size_ratio"] is not None]
-    if measured:
-        names = [row["name"] for row in measured]
-        figures = _Figures()
-        speed = [{"type": "bar", "name": "speedup", "x": names, "y": [row["speedup"] for row in measured]}]
-        size = [{"type": "bar", "name": "size ratio", "x": names, "y": [row["size_ratio"] for row in measured]}]
-        drop = [
-            {"type": "bar", "name": "drop", "x": names, "y": [(row["accuracy_drop"] or 0) * 100 for row in measured]}
-        ]
-        body += [
-            figures.div(_figure(speed, "Speedup over baseline", "×"), "zoo-speedup"),
-            figures.div(_figure(size, "Final size / baseline size", "ratio"), "zoo-size"),
-            figures.div(_figure(drop, "Accuracy drop", "points"), "zoo-drop"),
-        ]
-    return _page("compressctl model zoo", body)
+    return html_page(f"{recipe['name']} — compressctl report", body)

@@ -1,4 +1,4 @@
-"""Rows of the model table, shared by the Markdown report and the terminal table."""
+"""Rows of the model table and Markdown tables, shared by the Markdown reports and the terminal table."""
 
 from __future__ import annotations
 
@@ -108,3 +108,9 @@ def gate_rows(report: dict[str, Any]) -> list[list[str]]:
             result += " (uncertain: the interval straddles the limit)"
         rows.append([gate["name"], f"{gate['limit']:g}", shown, result])
     return rows
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)

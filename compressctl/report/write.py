@@ -7,13 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from compressctl.fsutil import atomic_write_text
-from compressctl.report.tables import gate_rows, model_rows
+from compressctl.report.tables import gate_rows, markdown_table, model_rows
 
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+# markdown_table lives in tables; it stays importable from here, where its callers found it
+__all__ = ["markdown_table", "render_markdown", "report_json", "write_reports"]
 
 
 def render_markdown(report: dict[str, Any]) -> str:

@@ -172,3 +172,21 @@ def test_zoo_file_stale_lock_and_plain_logs_off_a_terminal(tmp_path: Path) -> No
     assert first[2] == ":" and first[5] == ":" and " INFO " in first  # HH:MM:SS INFO ...
     quiet = subprocess.run([*command, "-q"], capture_output=True, text=True, env=env, timeout=300)
     assert quiet.returncode == EXIT_OK and quiet.stderr == ""
+
+
+def test_a_malformed_recipe_is_bad_input_named_in_one_line(tmp_path: Path, cli) -> None:
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    bad = zoo / "bad.yaml"
+    bad.write_text("version: 1\nname: bad\nstages: [\n")
+    out = tmp_path / "out"
+    # In a folder it gets its own run, which apply refuses as bad input: the batch exits 2, not 3.
+    result = cli("batch", zoo, "-o", out, "-q")
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    naming = [line for line in result.output.splitlines() if str(bad) in line]
+    assert len(naming) == 1 and f"{bad}:4:1: invalid YAML" in naming[0], result.output
+    assert read_index(out)["models"][0]["status"] == "bad_input"
+    # Named on the command line it is refused before anything runs, in one line.
+    result = cli("batch", bad, "-o", tmp_path / "out2")
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert result.output.startswith(f"error: {bad}:4:1: invalid YAML") and result.output.count("\n") == 1
