@@ -42,21 +42,21 @@ class Registry:
 
     def register(self, runner: type[Runner], origin: str | None = None) -> None:
         """Add a runner class; a second class for the same ``type`` is an error."""
-        name = runner.type
-        origin = origin or f"{runner.__module__}.{runner.__qualname__}"
-        if name in self._runners and self._runners[name] is not runner:
-            raise UserError(f"two runners claim stage type '{name}': {self._origins[name]} and {origin}")
-        self._runners[name] = runner
-        self._origins[name] = origin
+        _add(self._runners, self._origins, runner, origin)
 
     def unregister(self, name: str) -> None:
         self._runners.pop(name, None)
         self._origins.pop(name, None)
 
     def _load(self) -> None:
+        """Built-ins, then entry points, into new dicts committed only when all of them fit.
+
+        A duplicate stage type raises (and raises again on the next use): the
+        registry is never left half-loaded.
+        """
         if self._loaded:
             return
-        self._loaded = True
+        runners, origins, broken = dict(self._runners), dict(self._origins), {}
         for target in BUILTIN_RUNNERS:
             module_name, _, attr = target.partition(":")
             try:
@@ -65,18 +65,21 @@ class Registry:
                 if exc.name == module_name:
                     continue  # built-in not present in this build
                 raise
-            self.register(getattr(module, attr), target)
+            _add(runners, origins, getattr(module, attr), target)
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             try:
                 runner = ep.load()
             except Exception as exc:  # a broken plugin must not break the tool
-                self.broken[ep.name] = f"{ep.value}: {type(exc).__name__}: {exc}"
+                broken[ep.name] = f"{ep.value}: {type(exc).__name__}: {exc}"
                 log.warning("runner plugin %s failed to load: %s", ep.name, exc)
                 continue
             if not (isinstance(runner, type) and issubclass(runner, Runner)):
-                self.broken[ep.name] = f"{ep.value} is not a compressctl Runner subclass"
+                broken[ep.name] = f"{ep.value} is not a compressctl Runner subclass"
+                log.warning("runner plugin %s failed to load: %s", ep.name, broken[ep.name])
                 continue
-            self.register(runner, f"{ep.value} (entry point {ep.name})")
+            _add(runners, origins, runner, f"{ep.value} (entry point {ep.name})")
+        self._runners, self._origins, self.broken = runners, origins, broken
+        self._loaded = True
 
     def get(self, name: str) -> type[Runner]:
         self._load()
@@ -97,6 +100,15 @@ class Registry:
     def origin(self, name: str) -> str:
         self._load()
         return self._origins[name]
+
+
+def _add(runners: dict[str, type[Runner]], origins: dict[str, str], runner: type[Runner], origin: str | None) -> None:
+    name = runner.type
+    origin = origin or f"{runner.__module__}.{runner.__qualname__}"
+    if name in runners and runners[name] is not runner:
+        raise UserError(f"two runners claim stage type '{name}': {origins[name]} and {origin}")
+    runners[name] = runner
+    origins[name] = origin
 
 
 registry = Registry()

@@ -74,8 +74,8 @@ def run_cli(args: list[str], site: Path, cwd: Path) -> subprocess.CompletedProce
 def test_entry_point_runner_is_listed_and_runs_from_a_recipe(tmp_path: Path, plugin_path: Path) -> None:
     listing = run_cli(["runners"], plugin_path, tmp_path)
     assert listing.returncode == 0, listing.stderr
-    assert "acme-zero-small  (torch → torch)  Zero every weight smaller than a threshold" in listing.stdout
-    assert "threshold = 0.05" in listing.stdout
+    assert "acme-zero-small  (torch → torch)  Zero every weight smaller than a threshold" in listing.stderr
+    assert "threshold = 0.05" in listing.stderr
 
     recipe = tiny_recipe(
         stages=[{"type": "train", "epochs": 1, "lr": 0.01}, {"type": "acme-zero-small", "threshold": 0.1}]
@@ -124,7 +124,7 @@ def test_broken_plugin_is_reported_not_fatal(tmp_path: Path, plugin_path: Path) 
     assert listing.returncode == 0
     assert (
         "acme-zero-small  (plugin failed to load: acme_runners:ZeroSmallRunner: ImportError: acme is broken)"
-        in listing.stdout
+        in listing.stderr
     )
     recipe = tiny_recipe(stages=[{"type": "acme-zero-small"}])
     result = run_cli(["validate", str(write_recipe(tmp_path, recipe))], plugin_path, tmp_path)

@@ -1,6 +1,6 @@
 """advise.html: the Pareto front, every candidate's figures, the layer sensitivity, and why the winner won.
 
-Charts are plotly figures with plotly.js embedded inline, so the page works offline.
+Charts embed plotly.js inline (the page works offline); tables, escaping and styles are report.html's.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from typing import Any
 from compressctl.advise.recipes import SLIMMING_PENALTY, lowrank_rule, prune_amounts, quantization, slims
 from compressctl.advise.search import describe_candidate, describe_lowrank
 from compressctl.advise.workbench import SMALL_BN_SCALE
+from compressctl.fsutil import atomic_write_text
+from compressctl.report.html import _page, _table
 
 
 def figures_line(figures: dict[str, Any]) -> str:
@@ -287,18 +289,13 @@ def trial_notes(record: dict[str, Any]) -> str:
     return "; ".join(notes)
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def _charts(result: dict[str, Any]) -> list[str]:
     import plotly.graph_objects as go
 
     trials = result["trials"]
     front = set(result["pareto_front"])
     charts = []
+    base_size = max(1, result["baseline"]["size_bytes"])
     scatter = go.Figure()
     for label, pick, color in (
         ("Pareto front", lambda t: t["trial"] in front, "crimson"),
@@ -312,12 +309,7 @@ def _charts(result: dict[str, Any]) -> list[str]:
                 y=[t["figures"]["metric"] for t in chosen],
                 mode="markers",
                 name=label,
-                marker={
-                    "color": color,
-                    "size": [
-                        6 + 30 * t["figures"]["size_bytes"] / max(1, result["baseline"]["size_bytes"]) for t in chosen
-                    ],
-                },
+                marker={"color": color, "size": [6 + 30 * t["figures"]["size_bytes"] / base_size for t in chosen]},
                 text=[f"trial {t['trial']}: {describe_candidate(t['candidate'])}" for t in chosen],
             )
         )
@@ -401,16 +393,7 @@ def write_page(result: dict[str, Any], path: Path) -> None:
         + [sens.get("prune", {}).get(layer, {}).get(r, "") for r in ratios]
         for layer in sorted(layers, key=lambda n: -sens.get("latency_share", {}).get(n, 0))
     ]
-    parts.append(
-        "<h2>Layer sensitivity</h2>"
-        + _table(
-            ["layer", "latency share", "accuracy drop, INT8 alone"] + [f"drop, prune {r}" for r in ratios], sens_rows
-        )
-    )
+    sens_header = ["layer", "latency share", "accuracy drop, INT8 alone"] + [f"drop, prune {r}" for r in ratios]
+    parts.append("<h2>Layer sensitivity</h2>" + _table(sens_header, sens_rows))
     parts.extend(_charts(result))
-    style = "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
-    path.write_text(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>advise</title><style>{style}</style></head>"
-        f"<body>{''.join(parts)}</body></html>",
-        encoding="utf-8",
-    )
+    atomic_write_text(path, _page(f"compressctl advise: {result['recipe']}", parts))

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 
 import typer
 
 from compressctl.cli.common import DEBUG, FORCE, PROVIDER, QUIET, VERBOSE, WAIT, handle_errors, setup_logging
+
+
+class Executor(StrEnum):
+    local = "local"
+    ray = "ray"
 
 
 def batch(
@@ -28,8 +34,8 @@ def batch(
     timeout: float | None = typer.Option(
         None, "--timeout", min=1, help="Seconds one recipe may run before it is killed."
     ),
-    executor: str = typer.Option(
-        "local", "--executor", help="local (processes on this machine) or ray (a Ray cluster)."
+    executor: Executor = typer.Option(
+        Executor.local, "--executor", help="local (processes on this machine) or ray (a Ray cluster)."
     ),
     address: str | None = typer.Option(
         None, "--address", help="Ray cluster address (auto, or ray://host:10001); default: a new local Ray."
@@ -52,10 +58,6 @@ def batch(
 
         setup_logging(verbose, quiet)
         log = logging.getLogger("compressctl")
-        if executor not in ("local", "ray"):
-            from compressctl.errors import UserError
-
-            raise UserError(f"--executor must be local or ray (got '{executor}')")
         extra = [arg for value in overrides for arg in ("--set", value)]
         extra += [arg for value in provider for arg in ("--provider", value)]
         extra += ["--force"] if force else []
@@ -80,7 +82,7 @@ def batch(
             jobs=jobs,
             keep_going=keep_going,
             timeout=timeout,
-            executor=executor,
+            executor=executor.value,
             address=address,
             extra_args=extra,
             wait_lock=wait,

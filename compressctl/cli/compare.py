@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import json
 import os
-import sys
+from enum import StrEnum
 from pathlib import Path
 
 import typer
 
 from compressctl.cli.common import DEBUG, handle_errors, is_interactive
-from compressctl.errors import EXIT_GATE_FAILED, UserError
+from compressctl.errors import EXIT_GATE_FAILED
 
-FORMATS = ("table", "markdown", "json")
+
+class OutputFormat(StrEnum):
+    """table: for people (stderr); markdown, json: for CI and scripts (stdout)."""
+
+    table = "table"
+    markdown = "markdown"
+    json = "json"
 
 
 def compare(
@@ -27,7 +33,11 @@ def compare(
     max_size_increase: float | None = typer.Option(
         None, "--max-size-increase", min=0, help="Largest allowed size growth (0.1 = 10 %); default: not gated."
     ),
-    output_format: str = typer.Option("table", "--format", help="table, markdown (for a CI job summary) or json."),
+    output_format: OutputFormat = typer.Option(
+        OutputFormat.table,
+        "--format",
+        help="table (stderr), markdown (stdout, for a CI job summary) or json (stdout).",
+    ),
     junit: Path | None = typer.Option(None, "--junit", help="Also write JUnit XML here (one test case per check)."),
     remeasure: bool = typer.Option(
         False,
@@ -44,17 +54,15 @@ def compare(
         from compressctl.compare import Limits, compare_reports, junit_xml, load_report, render_markdown
         from compressctl.compare import remeasure as remeasure_latency
 
-        if output_format not in FORMATS:
-            raise UserError(f"--format must be one of {', '.join(FORMATS)} (got '{output_format}')")
         limits = Limits(max_accuracy_drop, max_latency_regression, max_size_increase)
         old_report, new_report = load_report(old), load_report(new)
         comparison = compare_reports(old_report, new_report, limits)
         if remeasure:
             comparison = remeasure_latency(old_report, new_report, comparison, limits)
         markdown = render_markdown(comparison)
-        if output_format == "markdown":
+        if output_format is OutputFormat.markdown:
             typer.echo(markdown)
-        elif output_format == "json":
+        elif output_format is OutputFormat.json:
             typer.echo(json.dumps(comparison.to_dict(), indent=2))
         else:
             print_table(comparison)
@@ -76,9 +84,10 @@ def print_table(comparison) -> None:
 
     from compressctl.compare import HEADER, table_rows
 
-    interactive = is_interactive(sys.stdout)
+    interactive = is_interactive()
     # Off a terminal (CI logs) there is no width to fit: keep every name whole.
     console = Console(
+        stderr=True,
         no_color=bool(os.environ.get("NO_COLOR")),
         highlight=False,
         force_terminal=None if interactive else False,

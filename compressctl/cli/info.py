@@ -38,7 +38,7 @@ def validate(
                 failed = True
                 error(f"{path}: {exc}")
                 continue
-            typer.echo(f"{path}: ok ({len(recipe.stages)} stages)")
+            typer.echo(f"{path}: ok ({len(recipe.stages)} stages)", err=True)
     if failed:
         raise typer.Exit(EXIT_BAD_INPUT)
 
@@ -50,48 +50,51 @@ def _check_plan(recipe) -> None:
     plan_stages(recipe)
 
 
-def schema() -> None:
-    """Print the JSON Schema of the recipe format."""
-    from compressctl.recipe import recipe_schema
+def schema(debug: bool = DEBUG) -> None:
+    """Print the JSON Schema of the recipe format (to stdout)."""
+    with handle_errors(debug):
+        from compressctl.recipe import recipe_schema
 
-    typer.echo(json.dumps(recipe_schema(), indent=2))
+        typer.echo(json.dumps(recipe_schema(), indent=2))
 
 
 def runners(
-    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    json_out: bool = typer.Option(False, "--json", help="Print the listing as JSON to stdout."),
+    debug: bool = DEBUG,
 ) -> None:
-    """List stage types with their options and defaults."""
-    from compressctl.registry import registry
+    """List stage types with their options and defaults (to stderr; --json to stdout)."""
+    with handle_errors(debug):
+        from compressctl.registry import registry
 
-    listing = []
-    for name, runner in sorted(registry.all().items()):
-        options = []
-        for field_name, info in runner.config_model.model_fields.items():
-            if field_name == "type":
-                continue
-            default = info.get_default(call_default_factory=True)
-            if hasattr(default, "model_dump"):
-                default = default.model_dump()
-            options.append({"name": field_name, "default": default, "description": info.description or ""})
-        listing.append(
-            {
-                "type": name,
-                "consumes": runner.consumes,
-                "produces": runner.produces,
-                "summary": runner.summary,
-                "origin": registry.origin(name),
-                "options": options,
-            }
-        )
+        listing = [_describe(name, runner, registry.origin(name)) for name, runner in sorted(registry.all().items())]
+        broken = dict(registry.broken)
     if json_out:
         typer.echo(json.dumps(listing, indent=2, default=str))
-        return
-    for item in listing:
-        typer.echo(f"{item['type']}  ({item['consumes']} → {item['produces']})  {item['summary']}")
-        for option in item["options"]:
-            typer.echo(
-                f"    {option['name']} = {json.dumps(option['default'], default=str)}  — {option['description']}"
-            )
-        typer.echo("")
-    for name, why in registry.broken.items():
-        typer.echo(f"{name}  (plugin failed to load: {why})")
+    else:
+        for item in listing:
+            typer.echo(f"{item['type']}  ({item['consumes']} → {item['produces']})  {item['summary']}", err=True)
+            for option in item["options"]:
+                default = json.dumps(option["default"], default=str)
+                typer.echo(f"    {option['name']} = {default}  — {option['description']}", err=True)
+            typer.echo("", err=True)
+    for name, why in broken.items():
+        typer.echo(f"{name}  (plugin failed to load: {why})", err=True)
+
+
+def _describe(name: str, runner, origin: str) -> dict:
+    options = []
+    for field_name, info in runner.config_model.model_fields.items():
+        if field_name == "type":
+            continue
+        default = info.get_default(call_default_factory=True)
+        if hasattr(default, "model_dump"):
+            default = default.model_dump()
+        options.append({"name": field_name, "default": default, "description": info.description or ""})
+    return {
+        "type": name,
+        "consumes": runner.consumes,
+        "produces": runner.produces,
+        "summary": runner.summary,
+        "origin": origin,
+        "options": options,
+    }
