@@ -20,7 +20,7 @@ from compressctl.errors import UserError
 from compressctl.onnxio import check_export, export_module, first_tensor
 from compressctl.recipe.models import DataSpec, InputSpec
 from compressctl.runners.prune import PruneConfig, PruneRunner, sparsity_keeper
-from compressctl.sources import example_inputs
+from compressctl.inputs import example_inputs
 from compressctl.zoo import digits_cnn, tiny_transformer
 from tests.conftest import tiny_recipe, write_recipe
 from tests.runners import prune_models
