@@ -231,8 +231,8 @@ def sparse_targets(module: Any, config: PruneConfig, example: tuple[Any, ...]) -
     """The Conv/Linear weights a sparse method may touch."""
     from torch import nn
 
-    from compressctl.pruning.sparse import nm_compatible
     from compressctl.globs import matches
+    from compressctl.pruning.sparse import nm_compatible
     from compressctl.pruning.structured import head_layers
 
     skip = set() if config.prune_head else set(head_layers(module, example))
@@ -322,9 +322,9 @@ class PruneRunner(Runner):
 
         import torch
 
+        from compressctl.inputs import example_inputs
         from compressctl.pruning.sparse import sparsity
         from compressctl.pruning.structured import layer_widths, width_changes
-        from compressctl.inputs import example_inputs
 
         module = copy.deepcopy(artifact.module).eval()
         example = example_inputs(context.inputs, context.dims, batch=2)
