@@ -23,9 +23,9 @@ def hand_pruned(trained, recipe, data, out_dir: Path) -> Path:
     import torch
     import torch_pruning as tp
 
+    from compressctl.inputs import example_inputs
     from compressctl.onnxio import export_module
     from compressctl.runners.train import settings_from
-    from compressctl.inputs import example_inputs
     from compressctl.training import fit
 
     prune = next(s for s in recipe.stages if s.type == "prune")

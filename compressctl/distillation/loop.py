@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from compressctl.distillation.losses import DistillLoss
 
-if TYPE_CHECKING:
-    from compressctl.runners.distill import DistillConfig
-
 
 def distill(
-    student: Any, teacher: Any, data: Any, config: DistillConfig, settings: Any, seed: int, progress: Any = None
+    student: Any, teacher: Any, data: Any, config: Any, settings: Any, seed: int, progress: Any = None
 ) -> dict[str, Any]:
-    """Train ``student`` in place against ``teacher`` with ``settings`` (a ``TrainSettings``); returns what the report shows."""
+    """Train ``student`` in place against ``teacher``; returns what the report shows.
+
+    ``config`` is the stage's DistillConfig (its losses), ``settings`` a ``TrainSettings``.
+    """
     import itertools
 
     from compressctl.training import fit, to_tensors

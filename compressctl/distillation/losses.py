@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from compressctl.distillation.features import FeatureTaps, adapt, make_adapter
 from compressctl.errors import UserError
-
-if TYPE_CHECKING:
-    from compressctl.runners.distill import DistillConfig
 
 
 def soft_target_loss(student_logits: Any, teacher_logits: Any, temperature: float) -> Any:
@@ -56,9 +53,9 @@ def rkd_angle_loss(student: Any, teacher: Any) -> Any:
 
 
 class DistillLoss:
-    """The ``loss_fn`` for ``training.fit``: the weighted sum of the configured losses."""
+    """The ``loss_fn`` for ``training.fit``: the weighted sum of the losses ``config`` (the stage's DistillConfig) names."""
 
-    def __init__(self, student: Any, teacher: Any, config: DistillConfig, example: list[Any]) -> None:
+    def __init__(self, student: Any, teacher: Any, config: Any, example: list[Any]) -> None:
         from torch import nn
 
         self.config = config

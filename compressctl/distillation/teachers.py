@@ -10,7 +10,6 @@ from compressctl.errors import UserError
 if TYPE_CHECKING:
     from compressctl.artifact import Artifact
     from compressctl.recipe.models import ModelRef
-    from compressctl.runners.distill import DistillConfig
 
 
 class TorchTeacher:
@@ -50,7 +49,7 @@ class OnnxTeacher:
         return torch.from_numpy(self.session.run(None, feeds)[0])
 
 
-def build_teacher(config: DistillConfig, artifact: Artifact, context: Any) -> tuple[Any, str]:
+def build_teacher(config: Any, artifact: Artifact, context: Any) -> tuple[Any, str]:
     if config.teacher is None:
         baseline = context.baseline or artifact
         if baseline.module is None:

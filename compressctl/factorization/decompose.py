@@ -116,7 +116,10 @@ def plan_layer(name: str, layer: Any, config: Any, sizes: dict[str, tuple]) -> d
 
 
 def decompose(module: Any, config: Any, example: tuple[Any, ...], seed: int) -> tuple[Any, dict, dict]:
-    """Decompose ``module`` in place; returns (module, decomposed layers, skipped layers)."""
+    """Decompose ``module`` in place; returns (module, decomposed layers, skipped layers).
+
+    ``config`` is the stage's LowRankConfig: method, rank rule, layer patterns, MAC limit.
+    """
     from threadpoolctl import threadpool_limits
 
     # These matrices are small: one BLAS thread is fastest, and a multi-threaded
