@@ -5,44 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from compressctl.errors import UserError
-
-ORT_TYPES = {
-    "tensor(float)": np.float32,
-    "tensor(float16)": np.float16,
-    "tensor(int64)": np.int64,
-    "tensor(int32)": np.int32,
-    "tensor(bool)": np.bool_,
-    "tensor(double)": np.float64,
-    "tensor(uint8)": np.uint8,
-    "tensor(int8)": np.int8,
-}
-
-
-def generated_feeds(session: Any, batch_size: int, dims: dict[str, int] | None = None) -> dict[str, np.ndarray]:
-    """Seeded inputs for every input of ``session``: the same values for every model with the same inputs."""
-    rng = np.random.default_rng(0)
-    dims = dims or {}
-    feeds = {}
-    for meta in session.get_inputs():
-        shape = []
-        for i, dim in enumerate(meta.shape):
-            if isinstance(dim, int) and dim > 0:
-                shape.append(dim)
-            else:
-                shape.append(dims.get(str(dim), batch_size if i == 0 else 16))
-        dtype = ORT_TYPES.get(meta.type)
-        if dtype is None:
-            raise UserError(f"input '{meta.name}' has type {meta.type}, which bench cannot generate")
-        if np.issubdtype(dtype, np.floating):
-            feeds[meta.name] = rng.standard_normal(shape).astype(dtype)
-        elif dtype is np.bool_:
-            feeds[meta.name] = np.ones(shape, dtype=dtype)
-        else:
-            feeds[meta.name] = rng.integers(0, 100, shape).astype(dtype)
-    return feeds
 
 
 def describe(path: Path, dims: dict[str, int] | None = None) -> dict[str, Any]:
@@ -88,6 +51,7 @@ def bench_onnx(
     dims: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Time ``paths`` together, per provider × batch size; speedups are over the first model."""
+    from compressctl.inputs import session_feeds
     from compressctl.measure.latency import check_providers, default_threads
     from compressctl.measure.sitting import time_together
 
@@ -101,7 +65,7 @@ def bench_onnx(
         try:
             sittings += time_together(
                 dict(zip(names, paths, strict=True)),
-                lambda name, session, batch: generated_feeds(session, batch, dims),
+                lambda name, session, batch: session_feeds(session, batch, dims),
                 provider=provider,
                 batch_sizes=batch_sizes,
                 threads=threads,

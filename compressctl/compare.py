@@ -131,12 +131,12 @@ def remeasure(old: dict[str, Any], new: dict[str, Any], comparison: Comparison, 
 
 def _feeds_pool(report: dict[str, Any]) -> Any:
     """Inputs for a remeasurement: generated from each session's inputs and the recipe's dims."""
-    from compressctl.benchmark import generated_feeds
+    from compressctl.inputs import session_feeds
 
     dims = report.get("recipe", {}).get("model", {}).get("dims") or {}
 
     def feeds(name: str, session: Any, batch: int) -> Any:
-        return generated_feeds(session, batch, dims)
+        return session_feeds(session, batch, dims)
 
     return feeds
 

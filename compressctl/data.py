@@ -15,16 +15,8 @@ from typing import Any
 import numpy as np
 
 from compressctl.errors import UserError
+from compressctl.inputs import NP_DTYPES, random_inputs
 from compressctl.recipe.models import DataSpec, FactorySource, InputSpec, NpzSource
-
-NP_DTYPES = {
-    "float32": np.float32,
-    "float16": np.float16,
-    "int64": np.int64,
-    "int32": np.int32,
-    "bool": np.bool_,
-}
-DEFAULT_DIM = 8
 
 
 @dataclass
@@ -70,42 +62,6 @@ class DataBundle:
     @property
     def has_labels(self) -> bool:
         return self.train.labels is not None
-
-
-def resolve_shape(spec: InputSpec, batch: int, dims: dict[str, int]) -> list[int]:
-    """Concrete shape of one input: ``batch`` for the first named dim, ``dims`` for others."""
-    shape = []
-    for i, dim in enumerate(spec.shape):
-        if isinstance(dim, int):
-            shape.append(dim)
-        elif dim in dims:
-            shape.append(dims[dim])
-        elif i == 0 or dim == "batch":
-            shape.append(batch)
-        else:
-            shape.append(DEFAULT_DIM)
-    return shape
-
-
-def random_inputs(
-    inputs: list[InputSpec], batch: int, dims: dict[str, int], rng: np.random.Generator
-) -> list[np.ndarray]:
-    arrays = []
-    for spec in inputs:
-        shape = resolve_shape(spec, batch, dims)
-        if spec.dtype in ("float32", "float16"):
-            low, high = spec.range or (None, None)
-            if low is None:
-                values = rng.standard_normal(shape)
-            else:
-                values = rng.uniform(low, high, shape)
-            arrays.append(values.astype(NP_DTYPES[spec.dtype]))
-        elif spec.dtype == "bool":
-            arrays.append(np.ones(shape, dtype=np.bool_))
-        else:
-            low, high = spec.range or (0, 100)
-            arrays.append(rng.integers(int(low), int(high), shape).astype(NP_DTYPES[spec.dtype]))
-    return arrays
 
 
 def _digits(spec: DataSpec, inputs: list[InputSpec]) -> tuple[list[np.ndarray], np.ndarray, int]:

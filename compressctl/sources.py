@@ -109,14 +109,3 @@ def build_torch_model(source: Any, base_dir: Path, seed: int = 0) -> Any:
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise UserError(f"model: weight '{name}' contains NaN or Inf values")
     return model.eval()
-
-
-def example_inputs(inputs: list[Any], dims: dict[str, int], batch: int = 2) -> tuple[Any, ...]:
-    """Deterministic example tensors for export and tracing."""
-    import numpy as np
-    import torch
-
-    from compressctl.data import random_inputs
-
-    arrays = random_inputs(inputs, batch, dims, np.random.default_rng(0))
-    return tuple(torch.from_numpy(a) for a in arrays)

@@ -23,9 +23,9 @@ def hand_pruned(trained, recipe, data, out_dir: Path) -> Path:
     import torch
     import torch_pruning as tp
 
+    from compressctl.inputs import example_inputs
     from compressctl.onnxio import export_module
     from compressctl.runners.train import settings_from
-    from compressctl.sources import example_inputs
     from compressctl.training import fit
 
     prune = next(s for s in recipe.stages if s.type == "prune")
@@ -51,7 +51,7 @@ def hand_pruned(trained, recipe, data, out_dir: Path) -> Path:
 
 
 def measure(path: Path, data, batch_sizes: list[int], repeat: int) -> dict:
-    from compressctl.benchmark import generated_feeds
+    from compressctl.inputs import session_feeds
     from compressctl.measure.latency import default_threads, make_session, measure_latency
     from compressctl.measure.metrics import accuracy, evaluate_onnx
     from compressctl.measure.size import count_macs, count_params
@@ -64,7 +64,7 @@ def measure(path: Path, data, batch_sizes: list[int], repeat: int) -> dict:
     session = make_session(path, "CPUExecutionProvider", threads)
     for batch in batch_sizes:
         result = measure_latency(
-            path, generated_feeds(session, batch), provider="CPUExecutionProvider", batch_size=batch,
+            path, session_feeds(session, batch), provider="CPUExecutionProvider", batch_size=batch,
             threads=threads, warmup=10, repeat=repeat,
         )  # fmt: skip
         row[f"p50@{batch}"] = result.p50_ms

@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100, help="Timed runs of each model per trial.")
     args = parser.parse_args()
 
-    from compressctl.benchmark import generated_feeds
+    from compressctl.inputs import session_feeds
     from compressctl.measure.latency import default_threads, make_session
     from compressctl.measure.sitting import Sitting, SittingSettings, ratio_interval
 
@@ -84,7 +84,7 @@ def main() -> None:
         runs = {}
         for name, path in zip(("a", "b"), paths, strict=True):
             session = make_session(path, "CPUExecutionProvider", threads, spinning=spinning)
-            feeds = generated_feeds(session, args.batch)
+            feeds = session_feeds(session, args.batch)
             for _ in range(10):
                 session.run(None, feeds)
             runs[name] = (lambda s, f: lambda: s.run(None, f))(session, feeds)
@@ -111,7 +111,7 @@ def main() -> None:
         for label, spinning, schedule, estimate in methods:
             found[label].append(estimate(schedule(on if spinning else off, args.runs)))
         sitting = Sitting(dict(zip(("a", "b"), paths, strict=True)), threads=threads, settings=SittingSettings())
-        result = sitting.time({n: generated_feeds(s, args.batch) for n, s in sitting.sessions.items()}, args.batch)
+        result = sitting.time({n: session_feeds(s, args.batch) for n, s in sitting.sessions.items()}, args.batch)
         sitting_found.append(ratio_interval(result.samples_ms["a"], result.samples_ms["b"])[0])
         sitting_rounds.append(result.rounds)
         print(f"trial {trial + 1}/{args.trials}: " + ", ".join(f"{v[-1]:.2f}×" for v in found.values()), flush=True)

@@ -89,12 +89,16 @@ def test_corrupt_npz(tmp_path: Path) -> None:
 
 
 def test_npz_classes_are_counted_from_its_labels(tmp_path: Path) -> None:
-    write_npz(tmp_path / "d.npz", x=np.zeros((4, 1, 8, 8), np.float32), labels=np.array([0, 1, 2, 6]))
-    data = load_data(DataSpec(source={"npz": "d.npz"}), IMAGE, base_dir=tmp_path)
-    assert data.num_classes == 7  # the largest label + 1, not the number of distinct labels
-    write_npz(tmp_path / "bad.npz", x=np.zeros((4, 1, 8, 8), np.float32), labels=np.array([0, 1, -1, 2]))
-    with pytest.raises(UserError, match="labels must be ≥ 0"):
-        load_data(DataSpec(source={"npz": "bad.npz"}), IMAGE, base_dir=tmp_path)
+    """The largest label + 1, not the number of distinct labels, and from every split, not the training one."""
+    in_validation_only = False
+    for position in range(4):
+        labels = np.array([0, 1, 2, 2])
+        labels[position] = 6
+        write_npz(tmp_path / "d.npz", x=np.zeros((4, 1, 8, 8), np.float32), labels=labels)
+        data = load_data(DataSpec(source={"npz": "d.npz"}), IMAGE, base_dir=tmp_path)
+        assert data.num_classes == 7
+        in_validation_only |= 6 not in data.train.labels
+    assert in_validation_only  # one placement leaves label 6 out of the training split
 
 
 def test_dataset_factory(tmp_path: Path) -> None:
@@ -111,9 +115,23 @@ def test_dataset_factory(tmp_path: Path) -> None:
 
 
 def test_batches_cover_every_sample_once() -> None:
+    """Every (image, label) pair of the split comes out exactly once: nothing lost, repeated or mispaired."""
     data = load_data(DataSpec(source="digits"), IMAGE)
-    seen = [row.tobytes() for inputs, _ in data.train.batches(64, shuffle=True, seed=1) for row in inputs[0]]
-    assert sorted(seen) == sorted(row.tobytes() for row in data.train.inputs[0])  # each sample exactly once
-    again = [row.tobytes() for inputs, _ in data.train.batches(64, shuffle=True, seed=1) for row in inputs[0]]
-    other = [row.tobytes() for inputs, _ in data.train.batches(64, shuffle=True, seed=2) for row in inputs[0]]
-    assert again == seen and other != seen  # the order follows the seed
+    samples = sorted(zip((r.tobytes() for r in data.train.inputs[0]), data.train.labels.tolist(), strict=True))
+    for shuffle in (False, True):
+        seen = [
+            (row.tobytes(), int(label))
+            for inputs, labels in data.train.batches(64, shuffle=shuffle, seed=1)
+            for row, label in zip(inputs[0], labels, strict=True)
+        ]
+        assert sorted(seen) == samples
+
+
+def test_shuffled_batch_order_follows_the_seed() -> None:
+    data = load_data(DataSpec(source="digits"), IMAGE)
+
+    def order(seed: int, shuffle: bool = True) -> list[bytes]:
+        return [row.tobytes() for inputs, _ in data.train.batches(64, shuffle=shuffle, seed=seed) for row in inputs[0]]
+
+    assert order(1) == order(1) and order(1) != order(2)
+    assert order(1, shuffle=False) == [row.tobytes() for row in data.train.inputs[0]]

@@ -22,12 +22,13 @@ from typing import Any
 
 from compressctl.advise.budget import Budget
 from compressctl.advise.recipes import LOWRANK_METHOD, lowrank_rule, prune_amounts, quantization, slims
+from compressctl.pruning.importance import SEARCHED_IMPORTANCES
 
 log = logging.getLogger("compressctl")
 
 MAX_LAYER_PRUNE = 0.8
 PRUNE_STEP = 0.05
-IMPORTANCES = ("l1", "l2", "bn_scale")  # bn_scale: network slimming (a fine-tune with L1 on BN scales first)
+IMPORTANCES = SEARCHED_IMPORTANCES  # bn_scale: network slimming (a fine-tune with L1 on BN scales first)
 QUANTIZATIONS = ("int8", "float", "kmeans")
 KMEANS_BITS = (4, 8)
 FLOAT_FALLBACKS = (None, 0.003, 0.001)  # quantize max_accuracy_drop: None keeps every node INT8

@@ -102,7 +102,7 @@ class Workbench:
         return metric if metric in ("accuracy", "top5") and self.data.has_labels else "fidelity"
 
     def example(self) -> tuple[Any, ...]:
-        from compressctl.sources import example_inputs
+        from compressctl.inputs import example_inputs
 
         return example_inputs(self.recipe.model.inputs, self.recipe.model.dims, batch=2)
 

@@ -11,35 +11,16 @@ reports each layer's width before and after.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import math
 from collections.abc import Callable
 from typing import Any
 
 from compressctl.errors import UserError
+from compressctl.globs import matches
+from compressctl.pruning.importance import make_importance
 
 log = logging.getLogger("compressctl")
-
-IMPORTANCES = ("l1", "l2", "taylor", "bn_scale", "random")
-
-
-def matches(name: str, patterns: list[str]) -> bool:
-    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
-
-
-def make_importance(name: str) -> Any:
-    import torch_pruning as tp
-
-    if name == "l1":
-        return tp.importance.MagnitudeImportance(p=1)
-    if name == "l2":
-        return tp.importance.MagnitudeImportance(p=2)
-    if name == "taylor":
-        return tp.importance.TaylorImportance()
-    if name == "bn_scale":
-        return tp.importance.BNScaleImportance()
-    return tp.importance.RandomImportance()
 
 
 def head_layers(module: Any, example: tuple[Any, ...]) -> list[str]:
@@ -166,7 +147,7 @@ def build_pruner(
     ratios = {}
     for pattern, ratio in layer_amounts.items():
         for name, child in named.items():
-            if name and fnmatch.fnmatchcase(name, pattern) and isinstance(child, prunable):
+            if name and matches(name, [pattern]) and isinstance(child, prunable):
                 ratios[child] = ratio
     if round_to and any(
         isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups < m.out_channels for m in module.modules()

@@ -33,8 +33,8 @@ class ExportConfig(StageConfig):
 
 def export_and_check(module: Any, path: Path, config: ExportConfig, run: Any) -> dict[str, Any]:
     """Export ``module`` to ``path`` and verify it; returns details for the report."""
+    from compressctl.inputs import example_inputs
     from compressctl.onnxio import check_export, export_module
-    from compressctl.sources import example_inputs
 
     example = example_inputs(run.inputs, run.recipe.model.dims, batch=2)
     external = {"auto": None, "always": True, "never": False}[config.external_data]

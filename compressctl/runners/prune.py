@@ -22,6 +22,7 @@ from pydantic import Field, model_validator
 
 from compressctl.artifact import Artifact, register_edit
 from compressctl.errors import UserError
+from compressctl.pruning.importance import IMPORTANCES
 from compressctl.recipe.models import Strict
 from compressctl.runners.base import Runner, StageConfig
 
@@ -62,7 +63,7 @@ class PruneConfig(StageConfig):
         lt=1,
         description="Fraction removed: of channels (structured) or of Conv/Linear weights (unstructured).",
     )
-    importance: Literal["l1", "l2", "taylor", "bn_scale", "random"] = Field(
+    importance: Literal[tuple(IMPORTANCES)] = Field(  # type: ignore[valid-type]
         "l1", description="structured: channel ranking (bn_scale pairs with train's sparsity_regularization)."
     )
     scope: Literal["global", "layer"] | None = Field(
@@ -230,8 +231,9 @@ def sparse_targets(module: Any, config: PruneConfig, example: tuple[Any, ...]) -
     """The Conv/Linear weights a sparse method may touch."""
     from torch import nn
 
+    from compressctl.globs import matches
     from compressctl.pruning.sparse import nm_compatible
-    from compressctl.pruning.structured import head_layers, matches
+    from compressctl.pruning.structured import head_layers
 
     skip = set() if config.prune_head else set(head_layers(module, example))
     weights = {}
@@ -247,8 +249,7 @@ def sparse_targets(module: Any, config: PruneConfig, example: tuple[Any, ...]) -
 
 
 def sparse_masks(weights: dict[str, Any], config: PruneConfig, amount: float) -> dict[str, Any]:
-    import fnmatch
-
+    from compressctl.globs import first_match
     from compressctl.pruning.sparse import magnitude_masks, nm_mask
 
     if config.method == "nm":
@@ -257,7 +258,7 @@ def sparse_masks(weights: dict[str, Any], config: PruneConfig, amount: float) ->
     special = {}
     for name in weights:
         layer = name.rsplit(".", 1)[0]
-        pattern = next((p for p in config.layer_amounts if fnmatch.fnmatchcase(layer, p)), None)
+        pattern = first_match(layer, list(config.layer_amounts))
         if pattern is not None:
             special[name] = config.layer_amounts[pattern] * amount / max(config.amount, 1e-12)
     rest = {n: w for n, w in weights.items() if n not in special}
@@ -321,9 +322,9 @@ class PruneRunner(Runner):
 
         import torch
 
+        from compressctl.inputs import example_inputs
         from compressctl.pruning.sparse import sparsity
         from compressctl.pruning.structured import layer_widths, width_changes
-        from compressctl.sources import example_inputs
 
         module = copy.deepcopy(artifact.module).eval()
         example = example_inputs(context.inputs, context.dims, batch=2)
