@@ -17,10 +17,11 @@ execution providers.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from compressctl.onnxgraph import is_fused, is_transformer, op_counts
 
 log = logging.getLogger("compressctl")
 
@@ -64,30 +65,6 @@ class FusionResult:
             f"(fused: {', '.join(f'{k} {v}' for k, v in self.fused.items()) or 'nothing'}); "
             "export with the TorchScript exporter (export.dynamo: false) and eager attention so it can match the graph"
         )
-
-
-def op_counts(model: Any) -> Counter:
-    return Counter(node.op_type for node in model.graph.node)
-
-
-def weight_matmuls(model: Any) -> int:
-    """MatMul/Gemm nodes whose second input is a constant weight (dense layers)."""
-    constants = {t.name for t in model.graph.initializer}
-    constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
-    return sum(1 for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in constants)
-
-
-def is_transformer(model: Any) -> bool:
-    """A graph built of dense layers and attention (softmax), or one already fused as such."""
-    ops = op_counts(model)
-    if ops["Attention"] or ops["MultiHeadAttention"] or ops["QAttention"]:
-        return True
-    return ops["Softmax"] >= 1 and weight_matmuls(model) >= 4 and ops["Conv"] <= weight_matmuls(model)
-
-
-def is_fused(model: Any) -> bool:
-    ops = op_counts(model)
-    return any(ops[name] for name in ("Attention", "MultiHeadAttention", "SkipLayerNormalization"))
 
 
 def detect_model_type(model: Any) -> str:

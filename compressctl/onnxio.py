@@ -177,7 +177,7 @@ def export_module(
 
 
 def _is_transformer(path: Path) -> bool:
-    from compressctl.fusion import is_transformer
+    from compressctl.onnxgraph import is_transformer
 
     return is_transformer(load_onnx(path, load_external_data=False))
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from compressctl.fusion import fuse, fuse_encoder, is_fused, is_transformer, op_counts
+from compressctl.fusion import fuse, fuse_encoder
 from compressctl.measure.latency import make_session
+from compressctl.onnxgraph import is_fused, is_transformer, op_counts
 from compressctl.onnxio import export_module, load_onnx
 from compressctl.recipe.models import InputSpec
 from compressctl.zoo import digits_cnn, sentence_encoder
