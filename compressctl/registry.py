@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import logging
 from importlib.metadata import entry_points
+from typing import Any
 
 from compressctl.errors import UserError
 from compressctl.runners.base import Runner
@@ -36,6 +37,7 @@ class Registry:
     def __init__(self) -> None:
         self._runners: dict[str, type[Runner]] = {}
         self._origins: dict[str, str] = {}
+        self._edit_owners: dict[str, str] = {}  # edit op → the stage type whose runner replays it
         self.broken: dict[str, str] = {}
         self._loaded = False
 
@@ -45,12 +47,18 @@ class Registry:
         origin = origin or f"{runner.__module__}.{runner.__qualname__}"
         if name in self._runners and self._runners[name] is not runner:
             raise UserError(f"two runners claim stage type '{name}': {self._origins[name]} and {origin}")
+        for op in runner.edit_replays:
+            owner = self._edit_owners.get(op)
+            if owner is not None and owner != name:
+                raise UserError(f"two runners replay the edit '{op}': {self._origins[owner]} and {origin}")
         self._runners[name] = runner
         self._origins[name] = origin
+        self._edit_owners.update(dict.fromkeys(runner.edit_replays, name))
 
     def unregister(self, name: str) -> None:
         self._runners.pop(name, None)
         self._origins.pop(name, None)
+        self._edit_owners = {op: owner for op, owner in self._edit_owners.items() if owner != name}
 
     def _load(self) -> None:
         if self._loaded:
@@ -96,6 +104,14 @@ class Registry:
     def origin(self, name: str) -> str:
         self._load()
         return self._origins[name]
+
+    def replay_edit(self, module: Any, edit: dict[str, Any]) -> Any:
+        """Replay one structural edit recorded in a saved torch artifact, with its runner's ``edit_replays``."""
+        self._load()
+        owner = self._edit_owners.get(edit["op"])
+        if owner is None:
+            raise ValueError(f"unknown structural edit '{edit['op']}' (no registered runner replays it)")
+        return self._runners[owner].edit_replays[edit["op"]](module, edit)
 
 
 registry = Registry()

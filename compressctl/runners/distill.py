@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from compressctl.artifact import Artifact, register_edit
+from compressctl.artifact import Artifact
 from compressctl.errors import UserError
 from compressctl.recipe.models import ModelRef, Strict
 from compressctl.runners.base import Runner
@@ -101,8 +101,7 @@ class DistillConfig(_TrainOptions):
 # -- the model replacement edit ----------------------------------------------------------------
 
 
-@register_edit("replace_model")
-def replay_replace_model(module: Any, edit: dict[str, Any], context: Any) -> Any:
+def replay_replace_model(module: Any, edit: dict[str, Any]) -> Any:
     """Build the student architecture; its weights load from the cached safetensors."""
     from compressctl.sources import call_factory
 
@@ -164,14 +163,13 @@ def build_teacher(config: DistillConfig, artifact: Artifact, context: Any) -> tu
 def as_source(ref: ModelRef, context: Any) -> Any:
     from compressctl.recipe.models import ModelSource
 
-    model = context.recipe.model
     return ModelSource(
         factory=ref.factory,
         kwargs=ref.kwargs,
         checkpoint=ref.checkpoint,
         onnx=ref.onnx,
-        inputs=list(model.inputs) if ref.factory else [],
-        dims=dict(model.dims),
+        inputs=list(context.inputs) if ref.factory else [],
+        dims=dict(context.dims),
     )
 
 
@@ -409,6 +407,7 @@ class DistillRunner(Runner):
     consumes = "torch"
     produces = "torch"
     summary = "Knowledge distillation from a teacher (default: the baseline): soft targets, feature hints, RKD."
+    edit_replays: ClassVar[dict[str, Any]] = {"replace_model": replay_replace_model}
 
     def run(self, artifact: Artifact, config: DistillConfig, context: Any) -> Artifact:
         import copy
@@ -429,7 +428,7 @@ class DistillRunner(Runner):
             teacher,
             context.data,
             config,
-            context.recipe.data.batch_size,
+            context.batch_size,
             context.seed + context.index,
             context.progress,
         )

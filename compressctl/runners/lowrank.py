@@ -24,11 +24,11 @@ import functools
 import logging
 import math
 import warnings
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from compressctl.artifact import Artifact, register_edit
+from compressctl.artifact import Artifact
 from compressctl.runners.base import Runner, StageConfig
 
 log = logging.getLogger("compressctl")
@@ -329,8 +329,7 @@ def set_submodule(root: Any, name: str, new: Any) -> None:
     setattr(parent, leaf, new)
 
 
-@register_edit("lowrank")
-def replay_lowrank(module: Any, edit: dict[str, Any], context: Any) -> Any:
+def replay_lowrank(module: Any, edit: dict[str, Any]) -> Any:
     for name, layer in edit["layers"].items():
         set_submodule(module, name, structure_for(module.get_submodule(name), layer["method"], layer["ranks"]))
     return module
@@ -459,6 +458,7 @@ class LowRankRunner(Runner):
     consumes = "torch"
     produces = "torch"
     summary = "Low-rank factorisation: SVD for Linear, Tucker-2 or CP for Conv2d; ranks by ratio, energy or VBMF."
+    edit_replays: ClassVar[dict[str, Any]] = {"lowrank": replay_lowrank}
 
     def run(self, artifact: Artifact, config: LowRankConfig, context: Any) -> Artifact:
         import copy

@@ -164,19 +164,18 @@ class QuantizeConfig(StageConfig):
 
 def make_judge(float_path: Path, context: Any, config: QuantizeConfig) -> Any:
     """Faithfulness to ``float_path`` on the held-out validation split."""
-    from compressctl.measure.latency import default_threads
     from compressctl.quantization.select import Judge
 
     val = context.data.val
     return Judge(
         float_path,
         val,
-        batch_size=context.recipe.data.batch_size,
-        provider=context.run.providers[0],
-        threads=context.recipe.report.threads or default_threads(),
-        declared_kind=context.recipe.evaluate.output_kind,
+        batch_size=context.batch_size,
+        provider=context.provider,
+        threads=context.threads,
+        declared_kind=context.evaluate.output_kind,
         figure="fidelity" if config.faithfulness == "auto" else config.faithfulness,
-        max_samples=context.recipe.evaluate.max_samples or len(val),
+        max_samples=context.evaluate.max_samples or len(val),
     )
 
 
@@ -258,7 +257,7 @@ class QuantizeRunner(Runner):
         usable = [s for s in scores if "error" not in s]
         if len(usable) == 1:
             raise RuntimeError("every quantization candidate failed: " + "; ".join(s["error"] for s in scores[1:]))
-        batch = config.select_batch_size or max(context.recipe.report.batch_sizes)
+        batch = config.select_batch_size or max(context.report.batch_sizes)
         candidates, sitting = time_candidates(usable, judge, batch, config, context)
         if config.max_accuracy_drop is None:
             pick, reason = choose(candidates, config.fidelity_tolerance, config.prefer)
@@ -267,7 +266,7 @@ class QuantizeRunner(Runner):
             pick, reason = choose([c for c in candidates if not c.is_float], 1.0, config.prefer)
             chosen = next(s for s in usable if s["candidate"] == pick.name)
             context.details["fallback"] = run_fallback(
-                chosen, source, float_path, config, reader, judge, context.recipe.evaluate.metric
+                chosen, source, float_path, config, reader, judge, context.evaluate.metric
             )
             if context.details["fallback"]["float_nodes"]:
                 repaired = {**chosen, **judge(chosen["path"])}
@@ -317,12 +316,12 @@ def check_smooth_quant(config: QuantizeConfig) -> None:
 
 def time_candidates(usable: list[dict[str, Any]], judge: Any, batch: int, config: QuantizeConfig, context: Any):
     """Float and every candidate timed together in one sitting; returns the candidates and the sitting."""
-    from compressctl.measure.latency import batch_feeds, default_threads
+    from compressctl.measure.latency import batch_feeds
     from compressctl.measure.sitting import Sitting, SittingSettings
     from compressctl.onnxio import onnx_files
     from compressctl.quantization.select import Candidate
 
-    spec = context.recipe.report
+    spec = context.report
     settings = SittingSettings(
         warmup=min(spec.warmup, 5),
         min_rounds=config.select_repeat,
@@ -332,9 +331,7 @@ def time_candidates(usable: list[dict[str, Any]], judge: Any, batch: int, config
         statistic=spec.statistic,
     )
     models = {s["candidate"]: Path(s["path"]) for s in usable}
-    sitting = Sitting(
-        models, provider=context.run.providers[0], threads=spec.threads or default_threads(), settings=settings
-    )
+    sitting = Sitting(models, provider=context.provider, threads=context.threads, settings=settings)
     feeds = {n: batch_feeds(session.get_inputs(), judge.split.inputs, batch) for n, session in sitting.sessions.items()}
     result = sitting.time(feeds, batch)
     del sitting

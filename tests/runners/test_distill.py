@@ -183,16 +183,18 @@ def test_distill_without_student_keeps_the_current_architecture(tmp_path: Path) 
 
 def test_a_named_teacher_is_built_from_its_factory_and_checkpoint(tmp_path: Path) -> None:
     from compressctl.artifact import Artifact
-    from compressctl.pipeline import Run, StageContext
-    from compressctl.recipe import load_recipe
+    from compressctl.data import load_data
+    from compressctl.recipe.models import DataSpec, InputSpec
     from compressctl.runners.distill import build_teacher
     from compressctl.zoo import digits_cnn
+    from tests.runners.contexts import stage_context
 
     torch.manual_seed(3)
     saved = digits_cnn(width=8)
     torch.save(saved.state_dict(), tmp_path / "teacher.pt")
-    run = Run(load_recipe(write_recipe(tmp_path, tiny_recipe())), tmp_path / "out")
-    context = StageContext(1, "01-distill", tmp_path, 0, run)
+    image = [InputSpec(name="x", shape=["batch", 1, 8, 8])]
+    # the helper's build_model resolves relative paths (teacher.pt) against the stage folder
+    context = stage_context(image, load_data(DataSpec(source="digits"), image, seed=0), tmp_path, index=1)
     teacher_ref = {"factory": "compressctl.zoo:digits_cnn", "kwargs": {"width": 8}, "checkpoint": "teacher.pt"}
     config = DistillConfig(teacher=teacher_ref)
     teacher, name = build_teacher(config, Artifact.from_module(digits_cnn(width=4)), context)
@@ -203,13 +205,14 @@ def test_a_named_teacher_is_built_from_its_factory_and_checkpoint(tmp_path: Path
 
 def test_replace_model_edit_round_trips_through_the_cache(tmp_path: Path) -> None:
     from compressctl.artifact import Artifact, load_torch, save_torch
+    from compressctl.registry import registry
     from compressctl.zoo import digits_cnn
 
     torch.manual_seed(0)
     source, student = digits_cnn(width=8), digits_cnn(width=4).eval()
     edit = {"op": "replace_model", **STUDENT}
     save_torch(Artifact.from_module(source).with_module(student, edit), tmp_path)
-    loaded = load_torch(tmp_path, lambda: copy.deepcopy(source))
+    loaded = load_torch(tmp_path, lambda: copy.deepcopy(source), registry.replay_edit)
     assert loaded.edits == [edit] and loaded.module[0].out_channels == 4
     x = torch.randn(3, 1, 8, 8)
     with torch.no_grad():
