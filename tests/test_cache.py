@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -106,49 +107,55 @@ def test_a_runner_may_not_write_its_model_outside_its_folder(tmp_path: Path) -> 
         cache.save(stage, "k", Artifact.from_onnx(tmp_path / "elsewhere.onnx"), tmp_path / "stages", {}, 0.0)
 
 
-class WidenConfig(StageConfig):
-    type: Literal["widen"] = "widen"
+def wrap_first_layer(module: Any, edit: dict[str, Any]) -> Any:
+    module[0] = torch.nn.Sequential(module[0], torch.nn.Identity())
+    return module
 
 
-class WidenRunner(Runner):
-    """Records the edit 'widen': the rebuilt model's first conv gets 6 output channels."""
+class WrapConfig(StageConfig):
+    type: Literal["wrap"] = "wrap"
 
-    type = "widen"
-    config_model = WidenConfig
-    edit_replays: ClassVar[dict[str, Any]] = {"widen": lambda module, edit: digits_cnn(width=edit["width"])}
+
+class WrapRunner(Runner):
+    """Records the edit 'wrap': the first layer goes inside a Sequential (its weights are renamed)."""
+
+    type = "wrap"
+    config_model = WrapConfig
+    edit_replays: ClassVar[dict[str, Any]] = {"wrap": wrap_first_layer}
 
     def run(self, artifact: Artifact, config: Any, context: Any) -> Artifact:
-        return artifact
+        return artifact.with_module(wrap_first_layer(copy.deepcopy(artifact.module), {}), {"op": "wrap"})
 
 
 @pytest.fixture
-def widen_runner():
-    registry.register(WidenRunner)
-    yield WidenRunner
-    registry.unregister("widen")
+def wrap_runner():
+    registry.register(WrapRunner)
+    yield WrapRunner
+    registry.unregister("wrap")
 
 
-def test_a_cached_model_replays_the_edits_of_the_runner_that_registered_them(tmp_path: Path, widen_runner) -> None:
+def test_a_cached_model_replays_the_edits_of_the_runner_that_registered_them(tmp_path: Path, wrap_runner) -> None:
     torch.manual_seed(0)
-    wide = digits_cnn(width=6).eval()
-    save_torch(Artifact.from_module(digits_cnn(width=4)).with_module(wide, {"op": "widen", "width": 6}), tmp_path)
-    loaded = load_stage_model(tmp_path, lambda: digits_cnn(width=4))
-    assert loaded.module[0].out_channels == 6
+    source = digits_cnn(width=4).eval()
+    wrapped = WrapRunner().run(Artifact.from_module(source), WrapConfig(), None)
+    save_torch(wrapped, tmp_path)
+    loaded = load_stage_model(tmp_path, lambda: copy.deepcopy(source))
+    assert isinstance(loaded.module[0], torch.nn.Sequential)
     x = torch.randn(2, 1, 8, 8)
     with torch.no_grad():
-        torch.testing.assert_close(loaded.module(x), wide(x))
-    registry.unregister("widen")
-    with pytest.raises(ValueError, match="unknown structural edit 'widen'"):
-        load_stage_model(tmp_path, lambda: digits_cnn(width=4))
+        torch.testing.assert_close(loaded.module(x), wrapped.module(x))
+    registry.unregister("wrap")
+    with pytest.raises(ValueError, match="unknown structural edit 'wrap'"):
+        load_stage_model(tmp_path, lambda: copy.deepcopy(source))
 
 
-def test_two_runners_may_not_replay_the_same_edit(widen_runner) -> None:
-    class Other(WidenRunner):
-        type = "other-widen"
+def test_two_runners_may_not_replay_the_same_edit(wrap_runner) -> None:
+    class Other(WrapRunner):
+        type = "other-wrap"
 
-    with pytest.raises(UserError, match="two runners replay the edit 'widen'"):
+    with pytest.raises(UserError, match="two runners replay the edit 'wrap'"):
         registry.register(Other)
-    assert "other-widen" not in registry.names()
+    assert "other-wrap" not in registry.names()
 
 
 def test_a_stage_record_is_json_with_the_stage_type(tmp_path: Path) -> None:
