@@ -19,7 +19,10 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from compressctl.runners.base import StageContext
 
 log = logging.getLogger("compressctl")
 
@@ -217,7 +220,7 @@ class Workbench:
                 self.shared[key] = (artifact, details[label])
         return artifact.module.eval(), {k: v for k, v in details.items() if v}
 
-    def stage_context(self, stage_type: str, index: int) -> Any:
+    def stage_context(self, stage_type: str, index: int) -> StageContext:
         """A stage context for an in-process proxy stage (torch stages: they write no files)."""
         from compressctl.pipeline import build_source_artifact
         from compressctl.recipe import recipe_dir
