@@ -8,9 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from compressctl.environment import __version__
 
-__all__ = ["Artifact", "Runner", "StageConfig", "__version__", "apply", "load_recipe", "register_runner"]
+__all__ = [
+    "Artifact",
+    "Runner",
+    "StageConfig",
+    "StageContext",
+    "__version__",
+    "apply",
+    "load_recipe",
+    "register_runner",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -18,7 +27,7 @@ def __getattr__(name: str) -> Any:
         from compressctl.artifact import Artifact
 
         return Artifact
-    if name in ("Runner", "StageConfig"):
+    if name in ("Runner", "StageConfig", "StageContext"):
         from compressctl.runners import base
 
         return getattr(base, name)

@@ -14,18 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-EditOp = Callable[[Any, dict[str, Any], Any], Any]
-EDIT_OPS: dict[str, EditOp] = {}
-
-
-def register_edit(name: str) -> Callable[[EditOp], EditOp]:
-    """Register how to replay a structural edit: ``fn(module, edit, context) -> module``."""
-
-    def decorate(fn: EditOp) -> EditOp:
-        EDIT_OPS[name] = fn
-        return fn
-
-    return decorate
+#: ``replay(module, edit) -> module``: rebuilds one recorded structural edit (see ``Registry.replay_edit``).
+ReplayFn = Callable[[Any, dict[str, Any]], Any]
 
 
 @dataclass
@@ -87,20 +77,20 @@ def save_torch(artifact: Artifact, folder: Path) -> list[Path]:
     return [weights, structure_path]
 
 
-def load_torch(folder: Path, build_source: Callable[[], Any], context: Any = None) -> Artifact:
-    """Rebuild a saved torch artifact: fresh source model → replay edits → load weights."""
+def load_torch(folder: Path, build_source: Callable[[], Any], replay: ReplayFn | None = None) -> Artifact:
+    """Rebuild a saved torch artifact: fresh source model → replay edits → load weights.
+
+    ``replay`` rebuilds the recorded edits (the pipeline passes ``registry.replay_edit``);
+    a model saved without edits needs none.
+    """
     from safetensors.torch import load_file
 
-    from compressctl.registry import registry
-
-    registry.names()  # import built-in runners so their edit ops are registered
     structure = json.loads((folder / "structure.json").read_text())
     module = build_source()
     for edit in structure["edits"]:
-        op = EDIT_OPS.get(edit["op"])
-        if op is None:
-            raise ValueError(f"unknown structural edit '{edit['op']}' in {folder}")
-        module = op(module, edit, context)
+        if replay is None:
+            raise ValueError(f"{folder} records the structural edit '{edit['op']}' but no replay was given")
+        module = replay(module, edit)
     modules = dict(module.named_modules())
     for name, attrs in structure["attributes"].items():
         target = modules.get(name)

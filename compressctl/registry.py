@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import logging
 from importlib.metadata import entry_points
+from typing import Any
 
 from compressctl.errors import UserError
 from compressctl.runners.base import Runner
@@ -101,12 +102,24 @@ class Registry:
         self._load()
         return self._origins[name]
 
+    def replay_edit(self, module: Any, edit: dict[str, Any]) -> Any:
+        """Replay one structural edit recorded in a saved torch artifact, with its runner's ``edit_replays``."""
+        self._load()
+        owner = next((r for r in self._runners.values() if edit["op"] in r.edit_replays), None)
+        if owner is None:
+            raise ValueError(f"unknown structural edit '{edit['op']}' (no registered runner replays it)")
+        return owner.edit_replays[edit["op"]](module, edit)
+
 
 def _add(runners: dict[str, type[Runner]], origins: dict[str, str], runner: type[Runner], origin: str | None) -> None:
     name = runner.type
     origin = origin or f"{runner.__module__}.{runner.__qualname__}"
     if name in runners and runners[name] is not runner:
         raise UserError(f"two runners claim stage type '{name}': {origins[name]} and {origin}")
+    for op in runner.edit_replays:
+        owner = next((n for n, r in runners.items() if n != name and op in r.edit_replays), None)
+        if owner is not None:
+            raise UserError(f"two runners replay the edit '{op}': {origins[owner]} and {origin}")
     runners[name] = runner
     origins[name] = origin
 

@@ -19,7 +19,10 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from compressctl.runners.base import StageContext
 
 log = logging.getLogger("compressctl")
 
@@ -29,28 +32,6 @@ PROXY_REPEAT = 20
 PROXY_SESSIONS = 2  # a proxy's p50 is the faster of two sessions (see best_timing)
 CONFIRM_ROUNDS = 3  # the finalists and the baseline are timed side by side this many times
 SMALL_BN_SCALE = 0.05  # |gamma| below this: a channel network slimming has all but switched off
-
-
-@dataclass
-class ProxyContext:
-    """What the torch runners read from a stage context, for in-process proxies."""
-
-    data: Any
-    recipe: Any
-    seed: int
-    index: int = 0
-    details: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def inputs(self) -> list[Any]:
-        return list(self.recipe.model.inputs)
-
-    @property
-    def dims(self) -> dict[str, int]:
-        return self.recipe.model.dims
-
-    def progress(self, *args: Any, **kwargs: Any) -> None:
-        return None
 
 
 def bn_scales(module: Any) -> dict[str, float]:
@@ -239,6 +220,35 @@ class Workbench:
                 self.shared[key] = (artifact, details[label])
         return artifact.module.eval(), {k: v for k, v in details.items() if v}
 
+    def stage_context(self, stage_type: str, index: int) -> StageContext:
+        """A stage context for an in-process proxy stage (torch stages: they write no files)."""
+        from compressctl.pipeline import build_source_artifact
+        from compressctl.recipe import recipe_dir
+        from compressctl.runners.base import StageContext
+
+        recipe = self.recipe
+        return StageContext(
+            index=index,
+            name=f"{index:02d}-{stage_type}",
+            stage_dir=self.folder,
+            seed=recipe.seed,
+            data=self.data,
+            inputs=list(recipe.model.inputs),
+            dims=recipe.model.dims,
+            batch_size=recipe.data.batch_size,
+            evaluate=recipe.evaluate,
+            report=recipe.report,
+            provider=self.provider,
+            threads=self.threads,
+            export=self.export_stage_model,
+            build_model=lambda source: build_source_artifact(source, recipe_dir(recipe), recipe.seed),
+        )
+
+    def export_stage_model(self, artifact: Any, path: Path, config: Any = None) -> dict[str, Any]:
+        """``StageContext.export`` for proxies: the recipe's export options, without the output check."""
+        self.export(artifact.module, path)
+        return {}
+
     def run_stage(self, stage: dict[str, Any], artifact: Any, index: int) -> tuple[Any, dict[str, Any]]:
         import torch
 
@@ -246,7 +256,7 @@ class Workbench:
 
         runner = registry.get(stage["type"])()
         config = runner.config_model(**stage)
-        context = ProxyContext(self.data, self.recipe, self.recipe.seed, index=index)
+        context = self.stage_context(stage["type"], index)
         torch.manual_seed(self.recipe.seed + index)
         result = runner.run(artifact, config, context)
         details: dict[str, Any] = {}

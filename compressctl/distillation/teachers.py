@@ -64,12 +64,11 @@ def build_teacher(config: Any, artifact: Artifact, context: Any) -> tuple[Any, s
 def as_source(ref: ModelRef, context: Any) -> Any:
     from compressctl.recipe.models import ModelSource
 
-    model = context.recipe.model
     return ModelSource(
         factory=ref.factory,
         kwargs=ref.kwargs,
         checkpoint=ref.checkpoint,
         onnx=ref.onnx,
-        inputs=list(model.inputs) if ref.factory else [],
-        dims=dict(model.dims),
+        inputs=list(context.inputs) if ref.factory else [],
+        dims=dict(context.dims),
     )

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from compressctl.environment import cpu_name
 from compressctl.errors import StageError
 from compressctl.fsutil import atomic_write_text, file_sha256, text_sha256
 from compressctl.measure.latency import batch_feeds, default_threads, make_session
@@ -213,8 +214,6 @@ class Measurer:
                 entry["latency"].append(item)
 
     def sitting_key(self, entries: list[dict[str, Any]], settings: Any) -> str:
-        from compressctl.report.build import cpu_name
-
         payload = {
             "models": [[e["name"], self.digests.get(e["name"], e["path"])] for e in entries],
             "settings": settings.to_dict(),
@@ -231,7 +230,6 @@ class Measurer:
     # -- measurement cache: a rerun over unchanged models and settings reuses the figures ----------
     def cache_key(self, path: Path, is_baseline: bool) -> str:
         from compressctl.onnxio import onnx_files
-        from compressctl.report.build import cpu_name
 
         digest = text_sha256("\n".join(file_sha256(f) for f in onnx_files(Path(path))))
         self.model_digest = digest

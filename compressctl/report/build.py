@@ -5,14 +5,13 @@ from __future__ import annotations
 import platform
 from typing import Any
 
+from compressctl.environment import __version__, cpu_name, library_versions
 from compressctl.errors import UserError
 
 SCHEMA_VERSION = 1
 
 
 def environment(providers_available: list[str]) -> dict[str, Any]:
-    from compressctl.pipeline import library_versions
-
     versions = library_versions()
     return {
         "python": platform.python_version(),
@@ -25,17 +24,6 @@ def environment(providers_available: list[str]) -> dict[str, Any]:
         "os": platform.platform(),
         "providers_available": providers_available,
     }
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def latency_at(entry: dict[str, Any], key: str) -> dict[str, Any] | None:
@@ -178,7 +166,6 @@ def measurement_block(run: Any) -> dict[str, Any]:
 
 
 def build_report(run: Any, failed: bool = False) -> dict[str, Any]:
-    from compressctl import __version__
     from compressctl.measure.latency import available_providers
 
     recipe = run.recipe

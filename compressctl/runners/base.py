@@ -1,4 +1,4 @@
-"""The runner contract: a strict config model plus one ``run`` method.
+"""The runner contract: a strict config model plus one ``run`` method, and what ``run`` may use.
 
 A runner never mutates its input artifact, writes only inside
 ``context.stage_dir`` and takes its randomness from ``context.seed``. Heavy
@@ -9,15 +9,57 @@ runners or validating a recipe stays fast.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
     from compressctl.artifact import Artifact
-    from compressctl.pipeline import StageContext
 
 ArtifactKind = Literal["torch", "onnx", "any"]
+
+#: Replays one recorded structural edit on a freshly built module: ``replay(module, edit) -> module``.
+EditReplay = Callable[[Any, dict[str, Any]], Any]
+#: Exports a torch artifact to an ONNX path (checked against torch); returns what the check found.
+ExportFn = Callable[..., dict[str, Any]]
+#: Builds an artifact from a recipe model source (a teacher, a student).
+BuildModelFn = Callable[[Any], "Artifact"]
+ProgressFn = Callable[..., None]
+
+
+def no_progress(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+@dataclass
+class StageContext:
+    """What a runner may use: its folder, seed, data, baseline, settings and two helpers.
+
+    ``export(artifact, path, config=None)`` exports a torch artifact the way
+    the recipe's export stage does; ``build_model(source)`` builds a model
+    from a recipe model source (``factory``/``checkpoint`` or ``onnx``).
+    """
+
+    index: int  # 1-based position in the plan; stage seeds are seed + index
+    name: str
+    stage_dir: Path
+    seed: int
+    data: Any  # the recipe's data bundle (train / val / calibration splits)
+    inputs: list[Any]  # the model's input specs
+    dims: dict[str, int]  # sizes of the named input dimensions
+    batch_size: int  # the recipe's data.batch_size
+    evaluate: Any  # the recipe's evaluate section (metric, output kind, sample cap)
+    report: Any  # the recipe's report section (batch sizes, warm-up, interval, statistic)
+    provider: str  # the execution provider stages measure on
+    threads: int  # ONNX Runtime intra-op threads
+    export: ExportFn
+    build_model: BuildModelFn
+    baseline: Artifact | None = None  # the model entering the first compressing stage, once known
+    progress: ProgressFn = no_progress
+    details: dict[str, Any] = field(default_factory=dict)  # what the stage did, for the report
 
 
 class StageConfig(BaseModel):
@@ -39,6 +81,9 @@ class Runner(ABC):
     #: Whether the stage changes the model. ``train`` does not compress, so the
     #: baseline is taken after it.
     compresses: ClassVar[bool] = True
+    #: How to replay the structural edits this runner records (``Artifact.with_module``),
+    #: by edit ``op``: a cached torch stage is rebuilt by replaying them on a fresh source model.
+    edit_replays: ClassVar[Mapping[str, EditReplay]] = {}
 
     @abstractmethod
     def run(self, artifact: Artifact, config: Any, context: StageContext) -> Artifact:

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from compressctl.artifact import Artifact, register_edit
+from compressctl.artifact import Artifact
 from compressctl.recipe.models import ModelRef, Strict
 from compressctl.runners.base import Runner
 from compressctl.runners.train import _TrainOptions, settings_from
@@ -101,8 +101,7 @@ class DistillConfig(_TrainOptions):
 # -- the model replacement edit ----------------------------------------------------------------
 
 
-@register_edit("replace_model")
-def replay_replace_model(module: Any, edit: dict[str, Any], context: Any) -> Any:
+def replay_replace_model(module: Any, edit: dict[str, Any]) -> Any:
     """Build the student architecture; its weights load from the cached safetensors."""
     from compressctl.sources import call_factory
 
@@ -115,6 +114,7 @@ class DistillRunner(Runner):
     consumes = "torch"
     produces = "torch"
     summary = "Knowledge distillation from a teacher (default: the baseline): soft targets, feature hints, RKD."
+    edit_replays: ClassVar[dict[str, Any]] = {"replace_model": replay_replace_model}
 
     def run(self, artifact: Artifact, config: DistillConfig, context: Any) -> Artifact:
         import copy
@@ -138,7 +138,7 @@ class DistillRunner(Runner):
             teacher,
             context.data,
             config,
-            settings_from(config, context.recipe.data.batch_size),
+            settings_from(config, context.batch_size),
             context.seed + context.index,
             context.progress,
         )

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from compressctl.artifact import Artifact
-from compressctl.runners.base import Runner, StageConfig
+from compressctl.runners.base import Runner, StageConfig, StageContext
 
 
 class ExportConfig(StageConfig):
@@ -31,20 +31,22 @@ class ExportConfig(StageConfig):
     )
 
 
-def export_and_check(module: Any, path: Path, config: ExportConfig, run: Any) -> dict[str, Any]:
-    """Export ``module`` to ``path`` and verify it; returns details for the report."""
+def export_and_check(
+    module: Any, path: Path, config: ExportConfig, inputs: list[Any], dims: dict[str, int], data: Any
+) -> dict[str, Any]:
+    """Export ``module`` to ``path`` and verify it on ``data``'s validation split; returns details for the report."""
     from compressctl.inputs import example_inputs
     from compressctl.onnxio import check_export, export_module
 
-    example = example_inputs(run.inputs, run.recipe.model.dims, batch=2)
+    example = example_inputs(inputs, dims, batch=2)
     external = {"auto": None, "always": True, "never": False}[config.external_data]
     exporter = export_module(
-        module, run.inputs, example, Path(path), opset=config.opset, dynamo=config.dynamo, external_data=external
+        module, inputs, example, Path(path), opset=config.opset, dynamo=config.dynamo, external_data=external
     )
     details: dict[str, Any] = {"exporter": exporter, "opset": config.opset}
     if config.check:
-        feeds, _ = next(run.data.val.batches(config.check_samples))
-        diff = check_export(module, Path(path), feeds, [i.name for i in run.inputs], rtol=config.rtol, atol=config.atol)
+        feeds, _ = next(data.val.batches(config.check_samples))
+        diff = check_export(module, Path(path), feeds, [i.name for i in inputs], rtol=config.rtol, atol=config.atol)
         details["max_abs_diff"] = diff
     return details
 
@@ -57,9 +59,11 @@ class ExportRunner(Runner):
     compresses = False
     summary = "Export the torch model to ONNX (dynamic batch axis), checked against torch outputs."
 
-    def run(self, artifact: Artifact, config: ExportConfig, context: Any) -> Artifact:
+    def run(self, artifact: Artifact, config: ExportConfig, context: StageContext) -> Artifact:
         from compressctl.onnxio import MODEL_FILE
 
         path = context.stage_dir / MODEL_FILE
-        context.details.update(export_and_check(artifact.module, path, config, context.run))
+        context.details.update(
+            export_and_check(artifact.module, path, config, context.inputs, context.dims, context.data)
+        )
         return Artifact.from_onnx(path)

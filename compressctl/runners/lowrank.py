@@ -19,11 +19,11 @@ cached stage rebuilds the same structure before its weights load from safetensor
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from compressctl.artifact import Artifact, register_edit
+from compressctl.artifact import Artifact
 from compressctl.factorization.layers import replace_layers
 from compressctl.runners.base import Runner, StageConfig
 
@@ -69,8 +69,7 @@ class LowRankConfig(StageConfig):
         return "vbmf"
 
 
-@register_edit("lowrank")
-def replay_lowrank(module: Any, edit: dict[str, Any], context: Any) -> Any:
+def replay_lowrank(module: Any, edit: dict[str, Any]) -> Any:
     """Rebuild the factorised structure; its weights load from the cached safetensors."""
     return replace_layers(module, edit["layers"])
 
@@ -81,6 +80,7 @@ class LowRankRunner(Runner):
     consumes = "torch"
     produces = "torch"
     summary = "Low-rank factorisation: SVD for Linear, Tucker-2 or CP for Conv2d; ranks by ratio, energy or VBMF."
+    edit_replays: ClassVar[dict[str, Any]] = {"lowrank": replay_lowrank}
 
     def run(self, artifact: Artifact, config: LowRankConfig, context: Any) -> Artifact:
         import copy

@@ -16,11 +16,11 @@ recorded as a ``sparse`` edit, so a later ``finetune`` keeps them at zero.
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from compressctl.artifact import Artifact, register_edit
+from compressctl.artifact import Artifact
 from compressctl.errors import UserError
 from compressctl.pruning.importance import IMPORTANCES
 from compressctl.recipe.models import Strict
@@ -127,8 +127,7 @@ class PruneConfig(StageConfig):
         return self.scope or ("layer" if self.method == "structured" else "global")
 
 
-@register_edit("sparse")
-def replay_sparse(module: Any, edit: dict[str, Any], context: Any) -> Any:
+def replay_sparse(module: Any, edit: dict[str, Any]) -> Any:
     """Nothing to rebuild: the zeros come back with the weights."""
     return module
 
@@ -155,7 +154,7 @@ def fine_tune(
         lr=schedule.lr,
         optimizer=schedule.optimizer,
         weight_decay=schedule.weight_decay,
-        batch_size=schedule.batch_size or context.recipe.data.batch_size,
+        batch_size=schedule.batch_size or context.batch_size,
         **kwargs,
     )
     return fit(
@@ -181,7 +180,7 @@ def taylor_gradients(module: Any, config: PruneConfig, context: Any) -> None:
     if not context.data.has_labels:
         raise UserError("prune importance taylor needs labelled data; use l1, l2 or bn_scale")
     module.zero_grad(set_to_none=True)
-    batches = context.data.train.batches(context.recipe.data.batch_size, shuffle=True, seed=context.seed)
+    batches = context.data.train.batches(context.batch_size, shuffle=True, seed=context.seed)
     for inputs, labels in islice(batches, config.taylor_batches):
         loss = F.cross_entropy(model_outputs(module, to_tensors(inputs)), torch.from_numpy(labels))
         loss.backward()
@@ -280,9 +279,7 @@ def prune_sparse(module: Any, config: PruneConfig, context: Any, example: tuple[
         apply_masks(module, state["masks"])
 
     if config.schedule.kind == "gradual":
-        steps_per_epoch = max(
-            1, -(-len(context.data.train) // (config.schedule.batch_size or context.recipe.data.batch_size))
-        )
+        steps_per_epoch = max(1, -(-len(context.data.train) // (config.schedule.batch_size or context.batch_size)))
         ramp_steps = max(1, round(config.schedule.ramp_end * config.schedule.epochs * steps_per_epoch))
         updates = max(1, -(-ramp_steps // config.schedule.update_every))
         targets = cubic_schedule(config.amount, updates)
@@ -316,6 +313,7 @@ class PruneRunner(Runner):
     consumes = "torch"
     produces = "torch"
     summary = "Prune: remove channels (structured, via Torch-Pruning), zero weights (unstructured) or N:M sparsity."
+    edit_replays: ClassVar[dict[str, Any]] = {"sparse": replay_sparse}
 
     def run(self, artifact: Artifact, config: PruneConfig, context: Any) -> Artifact:
         import copy

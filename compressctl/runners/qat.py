@@ -171,7 +171,7 @@ class QatRunner(Runner):
         result = fit(
             module,
             data,
-            settings_from(config, context.recipe.data.batch_size),
+            settings_from(config, context.batch_size),
             seed=context.seed + context.index,
             progress=context.progress,
             task="qat",

@@ -190,19 +190,18 @@ class QuantizeConfig(StageConfig):
 
 def make_judge(float_path: Path, context: Any, config: QuantizeConfig) -> Any:
     """Faithfulness to ``float_path`` on the held-out validation split."""
-    from compressctl.measure.latency import default_threads
     from compressctl.quantization.select import Judge
 
     val = context.data.val
     return Judge(
         float_path,
         val,
-        batch_size=context.recipe.data.batch_size,
-        provider=context.run.providers[0],
-        threads=context.recipe.report.threads or default_threads(),
-        declared_kind=context.recipe.evaluate.output_kind,
+        batch_size=context.batch_size,
+        provider=context.provider,
+        threads=context.threads,
+        declared_kind=context.evaluate.output_kind,
         figure="fidelity" if config.faithfulness == "auto" else config.faithfulness,
-        max_samples=context.recipe.evaluate.max_samples or len(val),
+        max_samples=context.evaluate.max_samples or len(val),
     )
 
 
@@ -300,9 +299,9 @@ class QuantizeRunner(Runner):
             )
             context.details["candidates"] = [{k: v for k, v in s.items() if k != "path"} for s in scores]
             return Artifact.from_onnx(publish(float_path, context.stage_dir, move=False))
-        batch = config.select_batch_size or max(context.recipe.report.batch_sizes)
-        provider = context.run.providers[0]
-        candidates, sitting = time_candidates(usable, judge, batch, config, provider, context.recipe.report)
+        batch = config.select_batch_size or max(context.report.batch_sizes)
+        provider = context.provider
+        candidates, sitting = time_candidates(usable, judge, batch, config, provider, context.report)
         figures = {c.name: c for c in candidates}
         if config.max_accuracy_drop is None:
             pick, reason = choose(candidates, config.fidelity_tolerance, config.prefer)
@@ -314,7 +313,7 @@ class QuantizeRunner(Runner):
                 )
                 if context.details["fallback"]["met"]:
                     usable = [s for s in usable if not is_quantized(s)] + [{**chosen, **judge(chosen["path"])}]
-                    candidates, sitting = time_candidates(usable, judge, batch, config, provider, context.recipe.report)
+                    candidates, sitting = time_candidates(usable, judge, batch, config, provider, context.report)
                     figures.update({c.name: c for c in candidates})
                     pick, reason = choose(candidates, config.fidelity_tolerance, config.prefer)
         else:
@@ -322,13 +321,13 @@ class QuantizeRunner(Runner):
             fastest, _ = choose([c for c in candidates if c.is_quantized], 1.0, config.prefer)
             chosen = next(s for s in usable if s["candidate"] == fastest.name)
             context.details["fallback"] = run_fallback(
-                chosen, source, float_path, config, reader, judge, context.recipe.evaluate.metric
+                chosen, source, float_path, config, reader, judge, context.evaluate.metric
             )
             returned = len(context.details["fallback"]["float_nodes"])
             if returned:
                 repaired = {**chosen, **judge(chosen["path"])}
                 usable = [usable[0], repaired]
-                candidates, sitting = time_candidates(usable, judge, batch, config, provider, context.recipe.report)
+                candidates, sitting = time_candidates(usable, judge, batch, config, provider, context.report)
                 figures.update({c.name: c for c in candidates})
             else:
                 candidates = [candidates[0], fastest]

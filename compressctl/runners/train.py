@@ -68,7 +68,7 @@ def train_copy(artifact: Artifact, config: _TrainOptions, context: Any, task: st
     result = fit(
         module,
         context.data,
-        settings_from(config, context.recipe.data.batch_size),
+        settings_from(config, context.batch_size),
         seed=context.seed + context.index,
         progress=context.progress,
         task=task,

@@ -8,7 +8,6 @@ import torch
 
 from compressctl.distillation.teachers import TorchTeacher, build_teacher
 from compressctl.runners.distill import DistillConfig
-from tests.conftest import tiny_recipe, write_recipe
 
 
 def test_teacher_never_changes_the_baseline_module() -> None:
@@ -21,15 +20,17 @@ def test_teacher_never_changes_the_baseline_module() -> None:
 
 def test_a_named_teacher_is_built_from_its_factory_and_checkpoint(tmp_path: Path) -> None:
     from compressctl.artifact import Artifact
-    from compressctl.pipeline import Run, StageContext
-    from compressctl.recipe import load_recipe
+    from compressctl.data import load_data
+    from compressctl.recipe.models import DataSpec, InputSpec
     from compressctl.zoo import digits_cnn
+    from tests.runners.contexts import stage_context
 
     torch.manual_seed(3)
     saved = digits_cnn(width=8)
     torch.save(saved.state_dict(), tmp_path / "teacher.pt")
-    run = Run(load_recipe(write_recipe(tmp_path, tiny_recipe())), tmp_path / "out")
-    context = StageContext(1, "01-distill", tmp_path, 0, run)
+    image = [InputSpec(name="x", shape=["batch", 1, 8, 8])]
+    # the context's build_model resolves relative paths (teacher.pt) against the stage folder
+    context = stage_context(image, load_data(DataSpec(source="digits"), image, seed=0), tmp_path, index=1)
     teacher_ref = {"factory": "compressctl.zoo:digits_cnn", "kwargs": {"width": 8}, "checkpoint": "teacher.pt"}
     config = DistillConfig(teacher=teacher_ref)
     teacher, name = build_teacher(config, Artifact.from_module(digits_cnn(width=4)), context)

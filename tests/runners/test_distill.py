@@ -100,11 +100,12 @@ def test_pure_distillation_on_unlabeled_data_from_an_onnx_teacher(tmp_path: Path
 
 
 def stage_context(tmp_path: Path, index: int = 2) -> object:
-    from compressctl.pipeline import Run, StageContext
-    from compressctl.recipe import load_recipe
+    from compressctl.data import load_data
+    from compressctl.recipe.models import DataSpec, InputSpec
+    from tests.runners.contexts import stage_context as real_context
 
-    run = Run(load_recipe(write_recipe(tmp_path, tiny_recipe())), tmp_path / "out")
-    return StageContext(index, f"{index:02d}-distill", tmp_path, 0, run)
+    image = [InputSpec(name="x", shape=["batch", 1, 8, 8])]
+    return real_context(image, load_data(DataSpec(source="digits"), image, seed=0), tmp_path, index=index)
 
 
 def test_distill_without_student_keeps_the_current_architecture(tmp_path: Path) -> None:
@@ -130,13 +131,14 @@ def test_distill_without_student_keeps_the_current_architecture(tmp_path: Path) 
 
 def test_replace_model_edit_round_trips_through_the_cache(tmp_path: Path) -> None:
     from compressctl.artifact import Artifact, load_torch, save_torch
+    from compressctl.registry import registry
     from compressctl.zoo import digits_cnn
 
     torch.manual_seed(0)
     source, student = digits_cnn(width=8), digits_cnn(width=4).eval()
     edit = {"op": "replace_model", **STUDENT}
     save_torch(Artifact.from_module(source).with_module(student, edit), tmp_path)
-    loaded = load_torch(tmp_path, lambda: copy.deepcopy(source))
+    loaded = load_torch(tmp_path, lambda: copy.deepcopy(source), registry.replay_edit)
     assert loaded.edits == [edit] and loaded.module[0].out_channels == 4
     x = torch.randn(3, 1, 8, 8)
     with torch.no_grad():

@@ -12,6 +12,7 @@ from torch import nn
 
 from compressctl.artifact import Artifact, load_torch, save_torch
 from compressctl.factorization.decompose import decompose
+from compressctl.registry import registry
 from compressctl.runners.lowrank import LowRankConfig
 from tests.conftest import tiny_recipe, write_recipe
 from tests.runners.cache_replay import rerun_replays_the_stage
@@ -27,7 +28,7 @@ def test_lowrank_edit_replays_from_the_cache(tmp_path: Path) -> None:
     edit = {"op": "lowrank", "layers": {n: {"method": p["method"], "ranks": p["ranks"]} for n, p in done.items()}}
     artifact = Artifact.from_module(source).with_module(module.eval(), edit)
     save_torch(artifact, tmp_path)
-    loaded = load_torch(tmp_path, lambda: copy.deepcopy(source))
+    loaded = load_torch(tmp_path, lambda: copy.deepcopy(source), registry.replay_edit)
     assert loaded.edits == [edit]
     assert isinstance(loaded.module.layer1.conv1, nn.Sequential)
     with torch.no_grad():

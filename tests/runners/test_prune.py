@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,31 +17,19 @@ from compressctl.errors import UserError
 from compressctl.inputs import example_inputs
 from compressctl.onnxio import check_export, export_module, first_tensor
 from compressctl.recipe.models import DataSpec, InputSpec
+from compressctl.registry import registry
+from compressctl.runners.base import StageContext
 from compressctl.runners.prune import PruneConfig, PruneRunner, sparsity_keeper
 from compressctl.zoo import digits_cnn, tiny_transformer
 from tests.conftest import tiny_recipe, write_recipe
 from tests.runners import prune_models
 from tests.runners.cache_replay import rerun_replays_the_stage
+from tests.runners.contexts import stage_context
 
 IMAGE = [InputSpec(name="x", shape=["batch", 1, 8, 8])]
 TOKENS = [InputSpec(name="input_ids", shape=["batch", 16], dtype="int64", range=(0, 50))]
 DIGITS = load_data(DataSpec(source="digits"), IMAGE, seed=0)
-
-
-@dataclass
-class Context:
-    """The parts of the pipeline's StageContext the prune runner reads."""
-
-    inputs: list[InputSpec]
-    data: Any = field(default_factory=lambda: DIGITS)
-    dims: dict[str, int] = field(default_factory=dict)
-    seed: int = 0
-    index: int = 2
-    details: dict[str, Any] = field(default_factory=dict)
-    recipe: Any = field(default_factory=lambda: SimpleNamespace(data=SimpleNamespace(batch_size=64)))
-
-    def progress(self, *args: Any, **kwargs: Any) -> None:
-        return None
+NO_FILES = Path("/nonexistent/prune-writes-no-files")  # the prune runner writes nothing: any write fails
 
 
 def small_transformer() -> nn.Module:
@@ -59,9 +45,9 @@ def seeded(factory: Any) -> Any:
     return build
 
 
-def prune(build: Any, inputs: list[InputSpec], **options: Any) -> tuple[nn.Module, nn.Module, Artifact, Context]:
+def prune(build: Any, inputs: list[InputSpec], **options: Any) -> tuple[nn.Module, nn.Module, Artifact, StageContext]:
     original = build()
-    context = Context(inputs)
+    context = stage_context(inputs, DIGITS, NO_FILES)
     result = PruneRunner().run(Artifact.from_module(original), PruneConfig(**options), context)
     return original, result.module, result, context
 
@@ -125,7 +111,7 @@ def test_structured_pruning_shrinks_coupled_layers_exports_and_survives_the_cach
     export_round_trip(pruned, inputs, tmp_path)
     # a cached stage rebuilds the pruned structure from a fresh source model
     save_torch(artifact, tmp_path)
-    restored = load_torch(tmp_path, build).module
+    restored = load_torch(tmp_path, build, registry.replay_edit).module
     with torch.no_grad():
         torch.testing.assert_close(first_tensor(restored(*example)), out)
 
@@ -139,7 +125,7 @@ def runs_exports_and_replays(build: Any, pruned: nn.Module, artifact: Artifact, 
     export_round_trip(pruned, inputs, folder)
     save_torch(artifact, folder)
     with torch.no_grad():
-        torch.testing.assert_close(first_tensor(load_torch(folder, build).module(*example)), out)
+        torch.testing.assert_close(first_tensor(load_torch(folder, build, registry.replay_edit).module(*example)), out)
 
 
 @pytest.mark.parametrize("factory", ["hf_resnet", pytest.param("hf_mobilenet_v2", marks=pytest.mark.slow)])
@@ -200,7 +186,9 @@ def test_bn_scale_removes_the_channels_whose_scale_was_driven_to_zero() -> None:
         model.left[1].weight[:8] = 1e-4  # what sparsity_regularization does to unneeded channels
         model.left[1].weight[8:] = 1.0
     result = PruneRunner().run(
-        Artifact.from_module(model), PruneConfig(amount=0.25, importance="bn_scale"), Context(IMAGE)
+        Artifact.from_module(model),
+        PruneConfig(amount=0.25, importance="bn_scale"),
+        stage_context(IMAGE, DIGITS, NO_FILES),
     )
     kept = result.module.left[1].weight.detach()
     assert kept.numel() == 12 and int((kept == 1.0).sum()) == 8

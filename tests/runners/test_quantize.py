@@ -229,7 +229,10 @@ def test_fp16_halves_the_weights(tmp_path: Path) -> None:
     ("options", "message"),
     [
         ({"mode": "static", "bits": 4}, "'bits' applies to mode kmeans"),
-        ({"mode": "kmeans", "max_accuracy_drop": 0.01}, "'max_accuracy_drop' applies to mode auto or static or dynamic"),
+        (
+            {"mode": "kmeans", "max_accuracy_drop": 0.01},
+            "'max_accuracy_drop' applies to mode auto or static or dynamic",
+        ),
         ({"mode": "int4", "block_size": 48}, "block_size must be a power of two"),
         ({"mode": "dynamic", "smooth_quant": 0.5}, "'smooth_quant' applies to mode auto or static"),
     ],
