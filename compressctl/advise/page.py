@@ -13,7 +13,7 @@ from compressctl.advise.recipes import SLIMMING_PENALTY, lowrank_rule, prune_amo
 from compressctl.advise.search import describe_candidate, describe_lowrank
 from compressctl.advise.workbench import SMALL_BN_SCALE
 from compressctl.fsutil import atomic_write_text
-from compressctl.report.html import _page, _table
+from compressctl.report.html import html_page, html_table
 
 
 def figures_line(figures: dict[str, Any]) -> str:
@@ -364,7 +364,8 @@ def write_page(result: dict[str, Any], path: Path) -> None:
     ]
     header = ["#", "candidate", "speedup", "speedup in its report", "p50 ms", "metric", "MB", "meets budget", "recipe"]
     parts.append(
-        "<h2>Finalists (full apply runs; latency: timed side by side, fastest session)</h2>" + _table(header, finalists)
+        "<h2>Finalists (full apply runs; latency: timed side by side, fastest session)</h2>"
+        + html_table(header, finalists)
     )
     front = set(result["pareto_front"])
     rows = [
@@ -383,7 +384,7 @@ def write_page(result: dict[str, Any], path: Path) -> None:
     ]
     parts.append(
         "<h2>All candidates (proxy: short fine-tuning)</h2>"
-        + _table(["trial", "candidate", "speedup", "p50 ms", "metric", "MB", "feasible", "Pareto", "notes"], rows)
+        + html_table(["trial", "candidate", "speedup", "p50 ms", "metric", "MB", "feasible", "Pareto", "notes"], rows)
     )
     sens = result["sensitivity"]
     layers = sorted(set(sens.get("prune", {})) | set(sens.get("quantize", {})) | set(sens.get("latency_share", {})))
@@ -394,6 +395,6 @@ def write_page(result: dict[str, Any], path: Path) -> None:
         for layer in sorted(layers, key=lambda n: -sens.get("latency_share", {}).get(n, 0))
     ]
     sens_header = ["layer", "latency share", "accuracy drop, INT8 alone"] + [f"drop, prune {r}" for r in ratios]
-    parts.append("<h2>Layer sensitivity</h2>" + _table(sens_header, sens_rows))
+    parts.append("<h2>Layer sensitivity</h2>" + html_table(sens_header, sens_rows))
     parts.extend(_charts(result))
-    atomic_write_text(path, _page(f"compressctl advise: {result['recipe']}", parts))
+    atomic_write_text(path, html_page(f"compressctl advise: {result['recipe']}", parts))

@@ -77,7 +77,7 @@ def plotly_figure(traces: list[dict[str, Any]], title: str, y_title: str) -> dic
 
 
 # -- one run -------------------------------------------------------------------------------------
-def sizeplotly_figure(models: list[dict[str, Any]]) -> dict[str, Any]:
+def size_figure(models: list[dict[str, Any]]) -> dict[str, Any]:
     names = [m["name"] for m in models]
     return plotly_figure(
         [
@@ -89,7 +89,7 @@ def sizeplotly_figure(models: list[dict[str, Any]]) -> dict[str, Any]:
     )
 
 
-def metricplotly_figure(models: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+def metric_figure(models: list[dict[str, Any]], metric: str) -> dict[str, Any]:
     names = [m["name"] for m in models]
     values = [m.get("metrics", {}).get(metric) for m in models]
     text = [f"{v:.4f}" if v is not None else "" for v in values]
@@ -124,7 +124,7 @@ def _latency(model: dict[str, Any], key: str) -> dict[str, Any] | None:
     return next((i for i in model.get("latency", []) if f"{i['requested_provider']}@{i['batch_size']}" == key), None)
 
 
-def latencyplotly_figure(models: list[dict[str, Any]]) -> dict[str, Any]:
+def latency_figure(models: list[dict[str, Any]]) -> dict[str, Any]:
     names = [m["name"] for m in models]
     bars = []
     for key in latency_keys(models):
@@ -145,7 +145,7 @@ def latencyplotly_figure(models: list[dict[str, Any]]) -> dict[str, Any]:
     return plotly_figure(bars, "Latency per stage (p50, whisker to p90)", "ms")
 
 
-def distributionplotly_figure(models: list[dict[str, Any]], key: str) -> dict[str, Any]:
+def distribution_figure(models: list[dict[str, Any]], key: str) -> dict[str, Any]:
     boxes = []
     for model in models:
         item = _latency(model, key)
@@ -179,13 +179,13 @@ def render_html(report: dict[str, Any]) -> str:
     if models:
         body += [
             "<h2>Charts</h2>",
-            figures.div(sizeplotly_figure(models), "size"),
-            figures.div(metricplotly_figure(models, summary.get("metric") or recipe["evaluate"]["metric"]), "metric"),
-            figures.div(latencyplotly_figure(models), "latency"),
+            figures.div(size_figure(models), "size"),
+            figures.div(metric_figure(models, summary.get("metric") or recipe["evaluate"]["metric"]), "metric"),
+            figures.div(latency_figure(models), "latency"),
         ]
         body.append("<h2>Latency distributions</h2>")
         for i, key in enumerate(latency_keys(models)):
-            body.append(figures.div(distributionplotly_figure(models, key), f"distribution-{i}"))
+            body.append(figures.div(distribution_figure(models, key), f"distribution-{i}"))
     else:
         body.append("<p>No model was measured before the run stopped; see run.log.</p>")
     stage_rows = [
