@@ -191,6 +191,9 @@ class Measurer:
                 self._cache_path(f"sitting-{key}"), json.dumps([s.to_record() for s in self.sittings], default=str)
             )
         for sitting in self.sittings:
+            for name, first in twins.items():
+                if name != first:
+                    sitting.speedups[name] = (1.0, 1.0, 1.0) if first == sitting.reference else sitting.speedups[first]
             if sitting.stopped_by != "interval":
                 log.warning(
                     "latency at %s: the sitting stopped on its %s after %d rounds, before every interval was within "
