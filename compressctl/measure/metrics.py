@@ -27,12 +27,18 @@ TENSOR_NAME = re.compile(r"embed|hidden|pool|feature|box|mask|map|depth|seg", re
 
 def predict(session: Any, split: Split, batch_size: int) -> np.ndarray:
     """Run the first output of ``session`` over ``split``; outputs are stacked along axis 0."""
+    return predict_all(session, split, batch_size, first_only=True)[0]
+
+
+def predict_all(session: Any, split: Split, batch_size: int, *, first_only: bool = False) -> list[np.ndarray]:
+    """Every float output of ``session`` over ``split`` (or the first), each stacked along axis 0."""
     names = [i.name for i in session.get_inputs()]
-    outputs = []
+    wanted = [o.name for o in session.get_outputs()][: 1 if first_only else None]
+    outputs: list[list[np.ndarray]] = [[] for _ in wanted]
     for inputs, _ in split.batches(batch_size):
-        result = session.run(None, dict(zip(names, inputs, strict=False)))[0]
-        outputs.append(np.asarray(result, dtype=np.float32))
-    return np.concatenate(outputs, axis=0)
+        for store, result in zip(outputs, session.run(wanted, dict(zip(names, inputs, strict=False))), strict=True):
+            store.append(np.asarray(result, dtype=np.float32))
+    return [np.concatenate(parts, axis=0) for parts in outputs]
 
 
 def output_kind(outputs: np.ndarray, labels: np.ndarray | None = None, name: str = "", declared: str = "auto") -> str:

@@ -4,7 +4,9 @@ The approach of NNCF's accuracy control and Intel Neural Compressor's tuning:
 when the quantized model misses ``max_accuracy_drop``, rank the quantized
 nodes by how much the metric recovers when each alone stays in float, then
 return them to float one by one, most sensitive first, until the drop is
-within bounds.
+within bounds. A node that does not lift the metric on top of the ones
+already returned goes back to INT8: single-node gains do not add up, and
+every float node costs speed.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 log = logging.getLogger("compressctl")
 
+MIN_GAIN = 1e-3  # a returned node must lift the metric by at least this to stay in float
 QuantizeFn = Callable[[list[str]], Path]  # node names kept in float -> quantized model
 EvaluateFn = Callable[[Path], float]  # model -> metric (higher is better)
 
@@ -66,19 +69,31 @@ def accuracy_aware_fallback(
         kept.append(entry["node"])
         path = quantize(list(kept))
         metric = evaluate(path)
+        met = float_metric - metric <= max_drop
+        # A node whose return to float does not help on top of the others goes back to INT8:
+        # float nodes cost speed, and single-node gains do not add up.
+        helped = met or metric > result.metric + MIN_GAIN
         result.steps.append(
-            {"float_nodes": len(kept), "added": entry["node"], "metric": metric, "drop": float_metric - metric}
+            {
+                "float_nodes": len(kept),
+                "added": entry["node"],
+                "metric": metric,
+                "drop": float_metric - metric,
+                "kept": helped,
+            }
         )
         log.info(
-            "fallback step %d: %s back to float, metric %.4f (drop %.4f)",
-            len(kept),
+            "fallback step %d: %s back to float, metric %.4f (drop %.4f)%s",
+            len(result.steps),
             entry["node"],
             metric,
             float_metric - metric,
+            "" if helped else "; no gain, it stays INT8",
         )
-        met = float_metric - metric <= max_drop
-        if met or metric > result.metric:  # otherwise keep the best model seen so far
-            result.path, result.metric, result.float_nodes = path, metric, list(kept)
+        if not helped:
+            kept.pop()
+            continue
+        result.path, result.metric, result.float_nodes = path, metric, list(kept)
         if met:
             result.met = True
             break

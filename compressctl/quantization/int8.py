@@ -240,12 +240,14 @@ def non_float32_nodes(source: Path) -> list[str]:
     return [n.name for n in model.graph.node if n.name and any(types.get(i) in odd for i in n.input)]
 
 
-def candidate_settings(config: Any, transformer: bool = False) -> list[dict[str, str]]:
-    """The (mode, format, activation, weight) combinations to try.
+def candidate_settings(config: Any, transformer: bool = False, fused: bool = False) -> list[dict[str, str]]:
+    """The (mode, format, activation, weight, graph) combinations to try.
 
     ``mode: auto`` tries the static formats and, on transformers, dynamic INT8
     too: there ``quantize_dynamic`` turns fused attention into QAttention, which
-    static quantization cannot.
+    static quantization cannot. When the graph was fused, dynamic INT8 is tried
+    on the unfused graph as well (``graph: plain``): on some CPUs QAttention is
+    slower than quantized MatMuls around float attention.
     """
     found: list[dict[str, str]] = []
     if config.mode in ("static", "auto"):
@@ -260,13 +262,18 @@ def candidate_settings(config: Any, transformer: bool = False) -> list[dict[str,
                     found.append({"mode": "static", "format": fmt, "activation": act, "weight": weight})
     if config.mode == "dynamic" or (config.mode == "auto" and transformer):
         weights = ["int8", "uint8"] if config.weight_type == "auto" else [config.weight_type]
-        found += [{"mode": "dynamic", "format": "qoperator", "activation": "uint8", "weight": w} for w in weights]
-    return found
+        graphs = ["fused", "plain"] if fused else ["fused"]
+        found += [
+            {"mode": "dynamic", "format": "qoperator", "activation": "uint8", "weight": w, "graph": g}
+            for g in graphs
+            for w in weights
+        ]
+    return [{"graph": "fused", **s} for s in found]
 
 
 def candidate_label(setting: dict[str, str]) -> str:
     if setting["mode"] == "dynamic":
-        return f"dynamic_w{setting['weight']}"
+        return f"dynamic_w{setting['weight']}" + ("_unfused" if setting.get("graph") == "plain" else "")
     return f"{setting['format']}_a{setting['activation']}_w{setting['weight']}"
 
 
@@ -287,3 +294,22 @@ def rename_external_data(path: Path) -> None:
                 entry.value = target
     old_files[0].rename(path.parent / target)
     onnx.save_model(model, str(path))
+
+
+def publish(path: Path, stage_dir: Path, *, move: bool) -> Path:
+    """The chosen model as ``stage_dir/model.onnx`` (external data renamed to match)."""
+    import shutil
+
+    from compressctl.onnxio import MODEL_FILE, onnx_files
+
+    output = stage_dir / MODEL_FILE
+    files = onnx_files(path)
+    for f in files:
+        name = MODEL_FILE if f == path else f.name
+        if move:
+            shutil.move(str(f), str(stage_dir / name))
+        else:
+            shutil.copyfile(f, stage_dir / name)
+    if len(files) > 1:
+        rename_external_data(output)
+    return output

@@ -133,27 +133,45 @@ class Judge:
         max_samples: int = 256,
     ) -> None:
         from compressctl.measure.latency import make_session
-        from compressctl.measure.metrics import output_kind, predict
+        from compressctl.measure.metrics import output_kind, predict_all
 
         self.batch_size, self.provider, self.threads, self.figure = batch_size, provider, threads, figure
         session = make_session(float_path, provider, threads)
-        first = predict(session, split.head(batch_size), batch_size)
-        per_sample = max(1, first[:1].nbytes)
+        first = predict_all(session, split.head(batch_size), batch_size)
+        per_sample = max(1, sum(o[:1].nbytes for o in first))
         self.split = split.head(max(1, min(max_samples, CHECK_OUTPUT_BUDGET // per_sample)))
-        self.reference = predict(session, self.split, batch_size)
-        self.kind = output_kind(self.reference, self.split.labels, session.get_outputs()[0].name, declared_kind)
+        self.references = predict_all(session, self.split, batch_size)
+        self.names = [o.name for o in session.get_outputs()]
+        # The first output is the one the recipe's output_kind describes; the others are told by their own shape.
+        self.kinds = [
+            output_kind(r, self.split.labels if i == 0 else None, name, declared_kind if i == 0 else "auto")
+            for i, (r, name) in enumerate(zip(self.references, self.names, strict=True))
+        ]
+        self.reference, self.kind = self.references[0], self.kinds[0]
 
     def outputs(self, path: Any) -> Any:
-        from compressctl.measure.latency import make_session
-        from compressctl.measure.metrics import predict
+        """The first output over the judging samples (what accuracy is computed on)."""
+        return self.all_outputs(path)[0]
 
-        return predict(make_session(path, self.provider, self.threads), self.split, self.batch_size)
+    def all_outputs(self, path: Any) -> list[Any]:
+        from compressctl.measure.latency import make_session
+        from compressctl.measure.metrics import predict_all
+
+        return predict_all(make_session(path, self.provider, self.threads), self.split, self.batch_size)
 
     def __call__(self, path: Any) -> dict[str, float]:
+        """The first output's figures; ``judged_by`` is the worst output's (every output is judged)."""
         from compressctl.measure.metrics import faithfulness
 
-        found = faithfulness(self.outputs(path), self.reference, self.kind)
-        found["judged_by"] = found[self.figure] if self.figure in found else found["fidelity"]
+        each = [
+            faithfulness(out, ref, kind)
+            for out, ref, kind in zip(self.all_outputs(path), self.references, self.kinds, strict=True)
+        ]
+        found = dict(each[0])
+        figures = [f[self.figure] if self.figure in f else f["fidelity"] for f in each]
+        found["judged_by"] = min(figures)
+        if len(each) > 1:
+            found["outputs"] = {name: round(figure, 6) for name, figure in zip(self.names, figures, strict=True)}
         return found
 
 

@@ -248,6 +248,7 @@ class QuantizeRunner(Runner):
             candidate_label,
             candidate_settings,
             preprocess,
+            publish,
             quantize_candidate,
             upgrade_opset,
         )
@@ -258,6 +259,7 @@ class QuantizeRunner(Runner):
         float_path = Path(artifact.path)
         notes: list[str] = []
         source = upgrade_opset(float_path, work / "upgraded.onnx", notes) if config.per_channel else float_path
+        plain = source  # dynamic INT8 is also tried on the graph as it came: QAttention is not always faster
         fusion = fuse_encoder(source, work) if config.fuse == "auto" else None
         if fusion is not None:
             source = fusion.path
@@ -266,9 +268,12 @@ class QuantizeRunner(Runner):
                 notes.append(fusion.warning())
         if config.preprocess:
             source = preprocess(source, work / "preprocessed.onnx", notes)
+            plain = preprocess(plain, work / "preprocessed-plain.onnx", []) if fusion is not None else source
+        graphs = {"fused": source, "plain": plain if fusion is not None else source}
         for note in notes:
             log.warning("quantize: %s", note)
-        settings = candidate_settings(config, transformer=fusion is not None or looks_transformer(source))
+        transformer = fusion is not None or looks_transformer(source)
+        settings = candidate_settings(config, transformer=transformer, fused=fusion is not None)
         reader = None
         if any(s["mode"] == "static" for s in settings):
             calibration = context.data.calibration.head(config.calibration.samples)
@@ -284,7 +289,7 @@ class QuantizeRunner(Runner):
             label = candidate_label(setting)
             target = work / f"{label}.onnx"
             try:
-                quantize_candidate(source, target, config, setting, reader)
+                quantize_candidate(graphs[setting["graph"]], target, config, setting, reader)
                 scores.append({"candidate": label, **setting, "path": target, **judge(target)})
             except Exception as exc:
                 log.warning("quantization candidate %s failed: %s", label, exc)
@@ -309,7 +314,14 @@ class QuantizeRunner(Runner):
             if broken is not None:
                 chosen = next(s for s in usable if s["candidate"] == broken.name)
                 context.details["fallback"] = run_fallback(
-                    chosen, source, float_path, config, reader, judge, "fidelity", config.fidelity_tolerance
+                    chosen,
+                    graphs[chosen["graph"]],
+                    float_path,
+                    config,
+                    reader,
+                    judge,
+                    "fidelity",
+                    config.fidelity_tolerance,
                 )
                 if context.details["fallback"]["met"]:
                     usable = [s for s in usable if not is_quantized(s)] + [{**chosen, **judge(chosen["path"])}]
@@ -321,7 +333,7 @@ class QuantizeRunner(Runner):
             fastest, _ = choose([c for c in candidates if c.is_quantized], 1.0, config.prefer)
             chosen = next(s for s in usable if s["candidate"] == fastest.name)
             context.details["fallback"] = run_fallback(
-                chosen, source, float_path, config, reader, judge, context.evaluate.metric
+                chosen, graphs[chosen["graph"]], float_path, config, reader, judge, context.evaluate.metric
             )
             returned = len(context.details["fallback"]["float_nodes"])
             if returned:
@@ -377,21 +389,3 @@ def check_smooth_quant(config: QuantizeConfig) -> None:
             "quantize.smooth_quant: ONNX Runtime's SmoothQuant needs the neural-compressor package "
             "(pip install neural-compressor)"
         )
-
-
-def publish(path: Path, stage_dir: Path, *, move: bool) -> Path:
-    """The chosen model as ``stage_dir/model.onnx`` (external data renamed to match)."""
-    from compressctl.onnxio import MODEL_FILE, onnx_files
-    from compressctl.quantization.int8 import rename_external_data
-
-    output = stage_dir / MODEL_FILE
-    files = onnx_files(path)
-    for f in files:
-        name = MODEL_FILE if f == path else f.name
-        if move:
-            shutil.move(str(f), str(stage_dir / name))
-        else:
-            shutil.copyfile(f, stage_dir / name)
-    if len(files) > 1:
-        rename_external_data(output)
-    return output

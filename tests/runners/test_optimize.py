@@ -64,7 +64,7 @@ def test_quantize_defaults_fuse_an_encoder_and_try_dynamic_int8(tmp_path: Path) 
     assert stage["mode"] == "auto" and stage["fusion"]["fused"]["Attention"] == 2
     names = [c["candidate"] for c in stage["candidates"]]
     assert names[:2] == ["float", "float_fused"]
-    assert {"dynamic_wint8", "dynamic_wuint8", "qdq_auint8_wint8"} <= set(names)
+    assert {"dynamic_wint8", "dynamic_wuint8", "dynamic_wint8_unfused", "qdq_auint8_wint8"} <= set(names)
     assert stage["judged_by"] == "cosine_min"
     chosen = next(c for c in stage["candidates"] if c["candidate"] == stage["chosen"])
     assert chosen["judged_by"] >= 1.0 - 0.01 - 1e-9  # a faithful pick, whichever it is

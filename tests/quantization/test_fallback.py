@@ -1,0 +1,47 @@
+"""The accuracy-aware fallback's search, on a synthetic metric (no ONNX Runtime needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from compressctl.quantization.fallback import accuracy_aware_fallback
+
+
+def metric_of(float_nodes: frozenset[str]) -> float:
+    """Returning a or b to float fixes the same error (their gains do not add up); c fixes another."""
+    return 0.90 + max(0.05 * ("a" in float_nodes), 0.045 * ("b" in float_nodes)) + 0.04 * ("c" in float_nodes)
+
+
+def run(max_drop: float):
+    made: dict[Path, frozenset[str]] = {}
+
+    def quantize(float_nodes: list[str]) -> Path:
+        path = Path(f"model-{len(made)}.onnx")
+        made[path] = frozenset(float_nodes)
+        return path
+
+    quantized = Path("quantized.onnx")
+    made[quantized] = frozenset()
+    return accuracy_aware_fallback(
+        ["a", "b", "c"],
+        quantize,
+        lambda path: metric_of(made[path]),
+        float_metric=1.0,
+        quantized=quantized,
+        quantized_metric=metric_of(frozenset()),
+        max_drop=max_drop,
+        max_nodes=8,
+    )
+
+
+def test_a_node_that_adds_nothing_on_top_of_the_others_stays_int8() -> None:
+    result = run(max_drop=0.015)
+    assert [r["node"] for r in result.ranking] == ["a", "b", "c"]  # by single-node gain
+    assert result.met and result.float_nodes == ["a", "c"]
+    assert [s["kept"] for s in result.steps] == [True, False, True]
+    assert abs(result.metric - 0.99) < 1e-9
+
+
+def test_the_best_model_seen_is_kept_when_the_budget_is_out_of_reach() -> None:
+    result = run(max_drop=0.001)
+    assert not result.met and result.float_nodes == ["a", "c"] and abs(result.metric - 0.99) < 1e-9
