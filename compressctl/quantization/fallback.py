@@ -12,6 +12,8 @@ every float node costs speed.
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,11 +37,17 @@ class FallbackResult:
 
 
 def rank_by_sensitivity(
-    nodes: list[str], quantize: QuantizeFn, evaluate: EvaluateFn, quantized_metric: float
+    nodes: list[str], quantize: QuantizeFn, evaluate: EvaluateFn, quantized_metric: float, deadline: float = math.inf
 ) -> list[dict[str, Any]]:
-    """Each node's metric gain when it alone stays in float, largest first (graph order breaks ties)."""
+    """Each node's metric gain when it alone stays in float, largest first (graph order breaks ties).
+
+    Past ``deadline`` (``time.monotonic()``) the nodes not yet tried are left out.
+    """
     ranking = []
     for position, node in enumerate(nodes):
+        if time.monotonic() > deadline:
+            log.warning("fallback: time budget spent after ranking %d of %d nodes", position, len(nodes))
+            break
         metric = evaluate(quantize([node]))
         ranking.append({"node": node, "metric": metric, "gain": metric - quantized_metric, "position": position})
         log.info("sensitivity of %s: metric %.4f with it in float (%+.4f)", node, metric, metric - quantized_metric)
@@ -57,15 +65,22 @@ def accuracy_aware_fallback(
     quantized_metric: float,
     max_drop: float,
     max_nodes: int,
+    seconds: float = math.inf,
 ) -> FallbackResult:
-    """Return nodes to float, most sensitive first, until ``float_metric - metric <= max_drop``."""
+    """Return nodes to float, most sensitive first, until ``float_metric - metric <= max_drop``.
+
+    ``seconds`` bounds the whole search; the best model found by then is kept.
+    """
+    deadline = time.monotonic() + seconds
     result = FallbackResult(quantized, quantized_metric)
     if float_metric - quantized_metric <= max_drop:
         result.met = True
         return result
-    result.ranking = rank_by_sensitivity(nodes, quantize, evaluate, quantized_metric)
+    result.ranking = rank_by_sensitivity(nodes, quantize, evaluate, quantized_metric, deadline)
     kept: list[str] = []
     for entry in result.ranking[:max_nodes]:
+        if time.monotonic() > deadline:
+            break
         kept.append(entry["node"])
         path = quantize(list(kept))
         metric = evaluate(path)
@@ -175,6 +190,7 @@ def run_fallback(
         quantized_metric=quantized_metric,
         max_drop=budget,
         max_nodes=config.fallback_max_nodes,
+        seconds=config.fallback_seconds,
     )
     if not result.met:
         log.warning(

@@ -97,7 +97,8 @@ def main() -> int:
     folder = args.folder.resolve()
     cache = folder / "cache"
     cache.mkdir(parents=True, exist_ok=True)
-    rows = []
+    table = folder / "corpus.json"
+    rows = json.loads(table.read_text()) if table.is_file() else []  # earlier rows stay unless rerun
     started = time.monotonic()
     for name in args.only or ENTRIES:
         entry = importlib.import_module(name)
@@ -106,9 +107,11 @@ def main() -> int:
         code, seconds, peak = apply(recipe, out, folder / f"{recipe.stem}.log")
         report_path = out / "report.json"
         report = json.loads(report_path.read_text()) if report_path.is_file() and code in (0, 1) else None
-        rows.append(row(entry.NAME, entry.KIND, report, code, seconds, peak))
+        rows = [r for r in rows if r["model"] != entry.NAME] + [
+            row(entry.NAME, entry.KIND, report, code, seconds, peak)
+        ]
+        table.write_text(json.dumps(rows, indent=2))
         print(f"{entry.NAME}: exit {code}, {seconds:.0f} s, peak RSS {peak:.2f} GB", file=sys.stderr, flush=True)
-    (folder / "corpus.json").write_text(json.dumps(rows, indent=2))
     print(markdown(rows))
     print(f"\ncorpus: {time.monotonic() - started:.0f} s", file=sys.stderr)
     return 0 if all(r["exit"] in (0, 1) for r in rows) else 3

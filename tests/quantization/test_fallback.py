@@ -12,7 +12,7 @@ def metric_of(float_nodes: frozenset[str]) -> float:
     return 0.90 + max(0.05 * ("a" in float_nodes), 0.045 * ("b" in float_nodes)) + 0.04 * ("c" in float_nodes)
 
 
-def run(max_drop: float):
+def run(max_drop: float, seconds: float = float("inf")):
     made: dict[Path, frozenset[str]] = {}
 
     def quantize(float_nodes: list[str]) -> Path:
@@ -31,6 +31,7 @@ def run(max_drop: float):
         quantized_metric=metric_of(frozenset()),
         max_drop=max_drop,
         max_nodes=8,
+        seconds=seconds,
     )
 
 
@@ -45,3 +46,9 @@ def test_a_node_that_adds_nothing_on_top_of_the_others_stays_int8() -> None:
 def test_the_best_model_seen_is_kept_when_the_budget_is_out_of_reach() -> None:
     result = run(max_drop=0.001)
     assert not result.met and result.float_nodes == ["a", "c"] and abs(result.metric - 0.99) < 1e-9
+
+
+def test_the_search_stops_at_its_time_budget_with_the_quantized_model() -> None:
+    result = run(max_drop=0.015, seconds=0.0)
+    assert result.ranking == [] and result.steps == [] and not result.met
+    assert result.path == Path("quantized.onnx") and result.float_nodes == []

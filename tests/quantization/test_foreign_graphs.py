@@ -112,7 +112,7 @@ def test_each_of_two_outputs_is_judged_and_the_worst_decides(tmp_path: Path) -> 
     assert quantized
     for candidate in quantized:
         assert set(candidate["outputs"]) == {"logits", "embedding"}
-        assert candidate["judged_by"] == min(candidate["outputs"].values())
+        assert abs(candidate["judged_by"] - min(candidate["outputs"].values())) < 1e-6
 
 
 def test_a_graph_that_symbolic_shape_inference_cannot_follow_still_quantizes(tmp_path: Path) -> None:

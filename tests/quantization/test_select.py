@@ -95,3 +95,50 @@ def test_the_fused_float_model_is_float_for_the_rule() -> None:
     assert "keeping the fused float model" in line and "best qdq" in line
     tie = Candidate(FUSED_FLOAT, 0.99999, 0.99999, 1.01, (0.97, 1.05), 1000)
     assert choose([float_candidate(), tie], tolerance=0.01)[0].is_float  # fusion must be clearly faster
+
+
+def test_the_judge_judges_every_output_and_the_worst_decides(tmp_path) -> None:
+    """A candidate that is exact on its first output but wrong on its second is judged by the second."""
+    import torch
+    from torch import nn
+
+    from compressctl.data import load_data
+    from compressctl.quantization.select import Judge
+    from compressctl.recipe.models import DataSpec, InputSpec
+
+    class TwoOutputs(nn.Module):
+        def __init__(self, noise: float) -> None:
+            super().__init__()
+            self.noise = noise
+            self.a, self.b = nn.Linear(16, 8), nn.Linear(16, 8)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.a(x), self.b(x) + self.noise * torch.sin(40 * x[:, :8])
+
+    torch.manual_seed(0)
+    float_model = TwoOutputs(0.0)
+    for name, noise in (("float", 0.0), ("candidate", 2.0)):
+        model = TwoOutputs(noise)
+        model.load_state_dict(float_model.state_dict())
+        torch.onnx.export(
+            model.eval(),
+            (torch.randn(2, 16),),
+            str(tmp_path / f"{name}.onnx"),
+            input_names=["x"],
+            output_names=["first", "second"],
+            dynamic_axes={"x": {0: "n"}, "first": {0: "n"}, "second": {0: "n"}},
+            dynamo=False,
+        )
+    inputs = [InputSpec(name="x", shape=["batch", 16])]
+    split = load_data(DataSpec(source="random", samples=64), inputs, seed=0).val
+    judge = Judge(
+        tmp_path / "float.onnx",
+        split,
+        batch_size=8,
+        provider="CPUExecutionProvider",
+        threads=1,
+        declared_kind="embedding",
+    )
+    found = judge(tmp_path / "candidate.onnx")
+    assert found["cosine_min"] > 0.9999  # the first output is exact
+    assert found["outputs"]["second"] < 0.9 and abs(found["judged_by"] - found["outputs"]["second"]) < 1e-6
