@@ -131,7 +131,7 @@ class QuantizeConfig(StageConfig):
         ),
     )
     fallback_seconds: float = Field(
-        300.0, gt=0, le=86_400, description="Time budget of the fallback's search (ranking and steps)."
+        180.0, gt=0, le=86_400, description="Time budget of the fallback's search (ranking and steps)."
     )
     fallback_max_nodes: int = Field(
         32, gt=0, le=10_000, description="Most nodes the accuracy-aware fallback may return to float."
