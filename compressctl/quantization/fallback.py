@@ -4,9 +4,9 @@ The approach of NNCF's accuracy control and Intel Neural Compressor's tuning:
 when the quantized model misses ``max_accuracy_drop``, rank the quantized
 nodes by how much the metric recovers when each alone stays in float, then
 return them to float one by one, most sensitive first, until the drop is
-within bounds. A node that does not lift the metric on top of the ones
-already returned goes back to INT8: single-node gains do not add up, and
-every float node costs speed.
+within bounds. Then every returned node the budget is met without goes
+back to INT8: single-node gains do not add up, and every float node costs
+speed.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import Any
 
 log = logging.getLogger("compressctl")
 
-MIN_GAIN = 1e-3  # a returned node must lift the metric by at least this to stay in float
 QuantizeFn = Callable[[list[str]], Path]  # node names kept in float -> quantized model
 EvaluateFn = Callable[[Path], float]  # model -> metric (higher is better)
 
@@ -85,34 +84,46 @@ def accuracy_aware_fallback(
         path = quantize(list(kept))
         metric = evaluate(path)
         met = float_metric - metric <= max_drop
-        # A node whose return to float does not help on top of the others goes back to INT8:
-        # float nodes cost speed, and single-node gains do not add up.
-        helped = met or metric > result.metric + MIN_GAIN
         result.steps.append(
-            {
-                "float_nodes": len(kept),
-                "added": entry["node"],
-                "metric": metric,
-                "drop": float_metric - metric,
-                "kept": helped,
-            }
+            {"float_nodes": len(kept), "added": entry["node"], "metric": metric, "drop": float_metric - metric}
         )
         log.info(
-            "fallback step %d: %s back to float, metric %.4f (drop %.4f)%s",
-            len(result.steps),
+            "fallback step %d: %s back to float, metric %.4f (drop %.4f)",
+            len(kept),
             entry["node"],
             metric,
             float_metric - metric,
-            "" if helped else "; no gain, it stays INT8",
         )
-        if not helped:
-            kept.pop()
-            continue
-        result.path, result.metric, result.float_nodes = path, metric, list(kept)
+        if met or metric > result.metric:  # otherwise keep the best model seen so far
+            result.path, result.metric, result.float_nodes = path, metric, list(kept)
         if met:
             result.met = True
             break
+    if result.met:
+        drop_unneeded(result, quantize, evaluate, float_metric, max_drop, deadline)
     return result
+
+
+def drop_unneeded(
+    result: FallbackResult,
+    quantize: QuantizeFn,
+    evaluate: EvaluateFn,
+    float_metric: float,
+    max_drop: float,
+    deadline: float,
+) -> None:
+    """Put back to INT8 every float node the budget is met without (single-node gains do not add up)."""
+    for node in list(reversed(result.float_nodes[:-1])):
+        if time.monotonic() > deadline:
+            return
+        trial = [n for n in result.float_nodes if n != node]
+        path = quantize(trial)
+        metric = evaluate(path)
+        needed = float_metric - metric > max_drop
+        result.steps.append({"float_nodes": len(trial), "removed": node, "metric": metric, "needed": needed})
+        log.info("fallback: %s %s (metric %.4f without it)", node, "stays float" if needed else "back to INT8", metric)
+        if not needed:
+            result.path, result.metric, result.float_nodes = path, metric, trial
 
 
 def fallback_nodes(source: Path, config: Any) -> list[str]:

