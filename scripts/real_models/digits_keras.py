@@ -20,22 +20,7 @@ HEIGHT, WIDTH = 40, 30
 SAMPLES = 1024
 BATCH = 32
 
-RECIPE = """version: 1
-name: digits-keras-int8
-model:
-  onnx: {model}
-  inputs:
-    - {{name: image, shape: [batch, {height}, {width}, 1], dtype: float32}}
-data:
-  source: {{npz: {data}}}
-  batch_size: 64
-evaluate:
-  metric: fidelity
-stages:
-  - {{type: quantize}}
-report:
-  batch_sizes: [{batch}]
-"""
+RECIPE_NAME = "digits-keras-int8"
 
 
 def model(cache: Path) -> Path:
@@ -53,8 +38,21 @@ def numbers(count: int, seed: int) -> np.ndarray:
 def prepare(folder: Path, cache: Path) -> Path:
     data = folder / "digits-keras-numbers.npz"
     np.savez(data, image=numbers(SAMPLES, seed=0))
-    recipe = folder / "digits-keras-int8.yaml"
-    recipe.write_text(RECIPE.format(model=model(cache), data=data, height=HEIGHT, width=WIDTH, batch=BATCH))
+    from corpus import onnx_recipe
+
+    recipe = folder / f"{RECIPE_NAME}.yaml"
+    recipe.write_text(
+        onnx_recipe(
+            RECIPE_NAME,
+            model(cache),
+            "image",
+            f"{HEIGHT}, {WIDTH}, 1",
+            data,
+            data_batch=64,
+            metric="fidelity",
+            batch=BATCH,
+        )
+    )
     return recipe
 
 

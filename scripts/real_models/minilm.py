@@ -108,6 +108,7 @@ SAMPLES = 768
 SEQ = 64
 BATCH = 8
 
+RECIPE_NAME = "minilm-int8"
 RECIPE = """version: 1
 name: minilm-int8
 model:

@@ -150,7 +150,7 @@ def side_by_side(name: str, folder: Path, cache: Path) -> list[dict[str, Any]]:
     from compressctl.onnxio import onnx_files
 
     entry = importlib.import_module(name)
-    recipe = folder / f"{entry.RECIPE.split('name: ')[1].split()[0]}.yaml"
+    recipe = folder / f"{entry.RECIPE_NAME}.yaml"
     out = folder / recipe.stem
     report = json.loads((out / "report.json").read_text())
     baseline = Path(next(m["path"] for m in report["models"] if m["name"] == "baseline"))

@@ -18,22 +18,7 @@ HEIGHT, WIDTH = 48, 192
 SAMPLES = 640
 BATCH = 32
 
-RECIPE = """version: 1
-name: ppocr-cls-int8
-model:
-  onnx: {model}
-  inputs:
-    - {{name: x, shape: [batch, 3, {height}, {width}], dtype: float32}}
-data:
-  source: {{npz: {data}}}
-  batch_size: 64
-evaluate:
-  metric: accuracy
-stages:
-  - {{type: quantize}}
-report:
-  batch_sizes: [{batch}]
-"""
+RECIPE_NAME = "ppocr-cls-int8"
 
 
 def model(cache: Path) -> Path:
@@ -53,8 +38,14 @@ def prepare(folder: Path, cache: Path) -> Path:
     x, labels = strips(SAMPLES, seed=0)
     data = folder / "ppocr-cls-strips.npz"
     np.savez(data, x=x, labels=labels)
-    recipe = folder / "ppocr-cls-int8.yaml"
-    recipe.write_text(RECIPE.format(model=model(cache), data=data, height=HEIGHT, width=WIDTH, batch=BATCH))
+    from corpus import onnx_recipe
+
+    recipe = folder / f"{RECIPE_NAME}.yaml"
+    recipe.write_text(
+        onnx_recipe(
+            RECIPE_NAME, model(cache), "x", f"3, {HEIGHT}, {WIDTH}", data, data_batch=64, metric="accuracy", batch=BATCH
+        )
+    )
     return recipe
 
 

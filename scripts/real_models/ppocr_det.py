@@ -19,22 +19,7 @@ SIZE = 480
 SAMPLES = 125  # 100 for calibration after the validation split
 BATCH = 4
 
-RECIPE = """version: 1
-name: ppocr-det-int8
-model:
-  onnx: {model}
-  inputs:
-    - {{name: x, shape: [batch, 3, {size}, {size}], dtype: float32}}
-data:
-  source: {{npz: {data}}}
-  batch_size: 8
-evaluate:
-  metric: fidelity
-stages:
-  - {{type: quantize}}
-report:
-  batch_sizes: [{batch}]
-"""
+RECIPE_NAME = "ppocr-det-int8"
 
 
 def model(cache: Path) -> Path:
@@ -53,8 +38,14 @@ def prepare(folder: Path, cache: Path) -> Path:
     from images import write_npz
 
     data = write_npz(folder / "ppocr-det-images.npz", "x", images(SAMPLES, seed=0))
-    recipe = folder / "ppocr-det-int8.yaml"
-    recipe.write_text(RECIPE.format(model=model(cache), data=data, size=SIZE, batch=BATCH))
+    from corpus import onnx_recipe
+
+    recipe = folder / f"{RECIPE_NAME}.yaml"
+    recipe.write_text(
+        onnx_recipe(
+            RECIPE_NAME, model(cache), "x", f"3, {SIZE}, {SIZE}", data, data_batch=8, metric="fidelity", batch=BATCH
+        )
+    )
     return recipe
 
 

@@ -18,22 +18,7 @@ SIZE = 1024
 SAMPLES = 80  # 12.6 MB each: the data split holds each at most twice, inside the 4 GB bound
 BATCH = 8
 
-RECIPE = """version: 1
-name: yolov8n-int8
-model:
-  onnx: {model}
-  inputs:
-    - {{name: images, shape: [batch, 3, {size}, {size}], dtype: float32}}
-data:
-  source: {{npz: {data}}}
-  batch_size: 4
-evaluate:
-  metric: fidelity
-stages:
-  - {{type: quantize}}
-report:
-  batch_sizes: [{batch}]
-"""
+RECIPE_NAME = "yolov8n-int8"
 
 
 def model(cache: Path) -> Path:
@@ -50,8 +35,21 @@ def prepare(folder: Path, cache: Path) -> Path:
     from images import photo_crops, to_nchw, write_npz
 
     data = write_npz(folder / "yolov8n-images.npz", "images", to_nchw(photo_crops(SAMPLES, SIZE, seed=5, text=True)))
-    recipe = folder / "yolov8n-int8.yaml"
-    recipe.write_text(RECIPE.format(model=model(cache), data=data, size=SIZE, batch=BATCH))
+    from corpus import onnx_recipe
+
+    recipe = folder / f"{RECIPE_NAME}.yaml"
+    recipe.write_text(
+        onnx_recipe(
+            RECIPE_NAME,
+            model(cache),
+            "images",
+            f"3, {SIZE}, {SIZE}",
+            data,
+            data_batch=4,
+            metric="fidelity",
+            batch=BATCH,
+        )
+    )
     return recipe
 
 
