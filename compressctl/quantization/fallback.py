@@ -177,12 +177,12 @@ def run_fallback(
     The budget is ``max_drop`` on ``metric`` (default: the stage's ``max_accuracy_drop``).
     """
     budget = float(config.max_accuracy_drop or 0.0) if max_drop is None else max_drop
-    from compressctl.quantization.int8 import quantize_candidate
+    from compressctl.quantization.int8 import SETTING_KEYS, quantize_candidate
 
     evaluate, metric = validation_evaluator(judge, judge.split.labels, metric)
     float_metric = evaluate(float_path)
     quantized_metric = evaluate(chosen["path"])
-    setting = {k: chosen[k] for k in ("mode", "format", "activation", "weight")}
+    setting = {k: chosen[k] for k in SETTING_KEYS if k in chosen}
     work = Path(chosen["path"]).parent
     made: list[Path] = []
 

@@ -3,11 +3,11 @@
 Memory is bounded twice over. ONNX Runtime's calibrators keep the outputs of
 the augmented model for every batch a ``collect_data`` call reads (the
 histogram methods keep every activation tensor), so calibration runs strided
-(``CalibStridedMinMax``): one batch per call, its ranges or histograms merged
-before the next. Its ``CalibMaxIntermediateOutputs`` is not used: it drops the
-collected outputs instead of merging them, and fails with "No data is
-collected" when it divides the number of batches. And the batch itself is
-kept small for large inputs, since activation memory grows with it.
+(``quantization.calibration``): one batch per call, its ranges or histograms
+merged before the next. ONNX Runtime's ``CalibMaxIntermediateOutputs`` is not
+used: it drops the collected outputs instead of merging them, and fails with
+"No data is collected" when it divides the number of batches. And the batch
+itself is kept small for large inputs, since activation memory grows with it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ log = logging.getLogger("compressctl")
 QUANT_TYPES = {"uint8": "QUInt8", "int8": "QInt8"}
 CALIBRATION_INPUT_BUDGET = 4 * 1024 * 1024  # bytes of input per calibration batch (activations are ~1000× that)
 PER_CHANNEL_OPSET = 13  # per-channel DequantizeLinear (axis) needs opset 13
+#: What a candidate is made with (its score in the report holds them too).
+SETTING_KEYS = ("mode", "format", "activation", "weight", "graph", "calibration", "bias_correction")
 
 
 class CalibrationReader:
@@ -38,6 +40,7 @@ class CalibrationReader:
         self.batch_size = batch_size
         self.count = math.ceil(len(split) / batch_size)
         self.position, self.end = 0, self.count
+        self.ranges: dict[tuple[str, str], Path] = {}  # (graph, calibration) → its calibration cache file
 
     def __len__(self) -> int:
         return self.count
@@ -164,11 +167,15 @@ def quantize_candidate(
     source: Path,
     target: Path,
     config: Any,
-    setting: dict[str, str],
+    setting: dict[str, Any],
     reader: CalibrationReader | None,
     float_nodes: list[str] | None = None,
 ) -> None:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    """Quantize ``source`` as ``setting`` says: mode, format, types, and for static INT8 its calibration
+    (``setting["calibration"]``, default the stage's) and bias correction (``setting["bias_correction"]``)."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    from compressctl.quantization.calibration import calibration_method, calibration_ranges, parse, plain_calibration
 
     external = uses_external_data(source)
     nodes_to_exclude = list(config.exclude_nodes) + list(float_nodes or []) + non_float32_nodes(source)
@@ -191,30 +198,32 @@ def quantize_candidate(
                 str(source), str(target), extra_options={"MatMulConstBOnly": True, **FLOAT_DEFAULT}, **common
             )
             return
-        methods = {
-            "minmax": CalibrationMethod.MinMax,
-            "entropy": CalibrationMethod.Entropy,
-            "percentile": CalibrationMethod.Percentile,
-            "distribution": CalibrationMethod.Distribution,
-        }
-        # One batch per collect: ranges and histograms merge as they go, so memory does not grow with samples.
-        extra: dict[str, Any] = {
-            "CalibPercentile": config.calibration.percentile,
-            "CalibStridedMinMax": 1,
-            **FLOAT_DEFAULT,
-        }
-        if config.smooth_quant is not None:
-            extra.update({"SmoothQuant": True, "SmoothQuantAlpha": config.smooth_quant})
         assert reader is not None
-        reader.rewind()
+        calibration = setting.get("calibration") or plain_calibration(config)
+        extra: dict[str, Any] = dict(FLOAT_DEFAULT)
+        cache = None
+        if config.smooth_quant is None:
+            cache = calibration_ranges(source, reader, calibration, config.op_types, target.parent)
+        else:  # SmoothQuant rewrites the graph before ONNX Runtime calibrates it, inside quantize_static
+            percentile = parse(calibration)[1]
+            extra.update({"SmoothQuant": True, "SmoothQuantAlpha": config.smooth_quant, "CalibStridedMinMax": 1})
+            extra.update({"CalibPercentile": percentile} if percentile else {})
+            reader.rewind()
+        if setting.get("bias_correction"):
+            from compressctl.quantization.bias_correction import correct_biases
+
+            corrected = target.with_name(target.stem + "-bias-corrected.onnx")
+            correct_biases(source, corrected, reader, config, setting["weight"], set(nodes_to_exclude))
+            source = corrected
         quantize_static(
             str(source),
             str(target),
-            reader,
+            reader if cache is None else None,
             quant_format=QuantFormat.QDQ if setting["format"] == "qdq" else QuantFormat.QOperator,
             activation_type=getattr(QuantType, QUANT_TYPES[setting["activation"]]),
-            calibrate_method=methods[config.calibration.method],
+            calibrate_method=calibration_method(calibration),
             extra_options=extra,
+            calibration_cache_path=cache,
             **common,
         )
 
@@ -240,7 +249,7 @@ def non_float32_nodes(source: Path) -> list[str]:
     return [n.name for n in model.graph.node if n.name and any(types.get(i) in odd for i in n.input)]
 
 
-def candidate_settings(config: Any, transformer: bool = False, fused: bool = False) -> list[dict[str, str]]:
+def candidate_settings(config: Any, transformer: bool = False, fused: bool = False) -> list[dict[str, Any]]:
     """The (mode, format, activation, weight, graph) combinations to try.
 
     ``mode: auto`` tries the static formats and, on transformers, dynamic INT8
@@ -249,7 +258,10 @@ def candidate_settings(config: Any, transformer: bool = False, fused: bool = Fal
     on the unfused graph as well (``graph: plain``): on some CPUs QAttention is
     slower than quantized MatMuls around float attention.
     """
-    found: list[dict[str, str]] = []
+    from compressctl.quantization.calibration import plain_calibration
+
+    found: list[dict[str, Any]] = []
+    plain = plain_calibration(config)
     if config.mode in ("static", "auto"):
         formats = ["qdq", "qoperator"] if config.format == "auto" else [config.format]
         acts = ["uint8", "int8"] if config.activation_type == "auto" else [config.activation_type]
@@ -259,7 +271,9 @@ def candidate_settings(config: Any, transformer: bool = False, fused: bool = Fal
                 for weight in weights:
                     if fmt == "qoperator" and act == "int8":
                         continue  # QOperator kernels with int8 activations are reference code on CPU
-                    found.append({"mode": "static", "format": fmt, "activation": act, "weight": weight})
+                    found.append(
+                        {"mode": "static", "format": fmt, "activation": act, "weight": weight, "calibration": plain}
+                    )
     if config.mode == "dynamic" or (config.mode == "auto" and transformer):
         weights = ["int8", "uint8"] if config.weight_type == "auto" else [config.weight_type]
         graphs = ["fused", "plain"] if fused else ["fused"]
@@ -271,10 +285,13 @@ def candidate_settings(config: Any, transformer: bool = False, fused: bool = Fal
     return [{"graph": "fused", **s} for s in found]
 
 
-def candidate_label(setting: dict[str, str]) -> str:
+def candidate_label(setting: dict[str, Any]) -> str:
     if setting["mode"] == "dynamic":
         return f"dynamic_w{setting['weight']}" + ("_unfused" if setting.get("graph") == "plain" else "")
-    return f"{setting['format']}_a{setting['activation']}_w{setting['weight']}"
+    label = f"{setting['format']}_a{setting['activation']}_w{setting['weight']}"
+    if setting.get("calibration", "minmax") != "minmax":
+        label += f"+{setting['calibration']}"
+    return label + ("+bias_correction" if setting.get("bias_correction") else "")
 
 
 def rename_external_data(path: Path) -> None:

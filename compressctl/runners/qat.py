@@ -21,8 +21,8 @@ from pydantic import Field
 
 from compressctl.artifact import Artifact
 from compressctl.errors import UserError
+from compressctl.quantization.calibration import CalibrationConfig, calibration_method
 from compressctl.runners.base import Runner
-from compressctl.runners.quantize import CalibrationConfig
 from compressctl.runners.train import _TrainOptions, settings_from
 
 log = logging.getLogger("compressctl")
@@ -137,7 +137,7 @@ class QatRunner(Runner):
     def run(self, artifact: Artifact, config: QatConfig, context: Any) -> Artifact:
         import copy
 
-        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
         from compressctl.onnxio import MODEL_FILE, load_onnx
         from compressctl.quantization import fake_quant
@@ -186,12 +186,6 @@ class QatRunner(Runner):
         overrides, float_nodes, notes = map_layers(load_onnx(source, load_external_data=False), layers)
         names = [i.name for i in context.inputs] or data.input_names
         reader = CalibrationReader(calibration, names, config.calibration.batch_size)
-        methods = {
-            "minmax": CalibrationMethod.MinMax,
-            "entropy": CalibrationMethod.Entropy,
-            "percentile": CalibrationMethod.Percentile,
-            "distribution": CalibrationMethod.Distribution,
-        }
         output = context.stage_dir / MODEL_FILE
         quantize_static(
             str(source),
@@ -201,7 +195,7 @@ class QatRunner(Runner):
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             per_channel=True,
-            calibrate_method=methods[config.calibration.method],
+            calibrate_method=calibration_method(config.calibration.method),  # auto: min/max
             nodes_to_exclude=float_nodes or None,
             extra_options={"TensorQuantOverrides": overrides, "CalibPercentile": config.calibration.percentile},
         )

@@ -27,6 +27,7 @@ from pydantic import Field, model_validator
 from compressctl.artifact import Artifact
 from compressctl.errors import UserError
 from compressctl.fusion import fuse_encoder, looks_transformer
+from compressctl.quantization.calibration import CalibrationConfig
 from compressctl.quantization.fallback import run_fallback
 from compressctl.quantization.select import (
     FLOAT,
@@ -38,19 +39,9 @@ from compressctl.quantization.select import (
     repairable,
     time_candidates,
 )
-from compressctl.recipe.models import Strict
 from compressctl.runners.base import Runner, StageConfig
 
 log = logging.getLogger("compressctl")
-
-
-class CalibrationConfig(Strict):
-    method: Literal["minmax", "entropy", "percentile", "distribution"] = Field(
-        "minmax", description="How activation ranges are chosen from calibration data."
-    )
-    samples: int = Field(256, gt=0, le=100_000, description="Calibration samples (from the training split).")
-    percentile: float = Field(99.999, gt=90, le=100, description="percentile method: the percentile kept.")
-    batch_size: int = Field(32, gt=0, le=4096, description="Samples per calibration batch.")
 
 
 class QuantizeConfig(StageConfig):
@@ -74,7 +65,7 @@ class QuantizeConfig(StageConfig):
     reduce_range: bool = Field(False, description="7-bit weights (for CPUs without VNNI, avoids saturation).")
     calibration: CalibrationConfig = Field(
         default_factory=CalibrationConfig,
-        description="static: calibration method (minmax|entropy|percentile|distribution), samples from the training split.",
+        description="static: calibration method (auto|minmax|entropy|percentile|distribution), samples from the training split.",
     )
     op_types: list[str] | None = Field(None, description="Quantize only these op types (default: all supported).")
     exclude_nodes: list[str] = Field(default_factory=list, description="Node names kept in float.")
@@ -129,6 +120,16 @@ class QuantizeConfig(StageConfig):
             "faithful, its most sensitive nodes return to float until it is within fidelity_tolerance (auto), "
             "then it is timed against float again; never keeps the choice among the candidates as they are."
         ),
+    )
+    bias_correction: Literal["auto", "never"] = Field(
+        "auto",
+        description=(
+            "static: where the fastest static candidate is not faithful, try it with biases corrected for the "
+            "weights' rounding error (Nagel et al. 2019), kept only where more faithful."
+        ),
+    )
+    recover_seconds: float = Field(
+        240.0, gt=0, le=86_400, description="Time budget of the other calibrations and bias correction tried."
     )
     fallback_seconds: float = Field(
         180.0, gt=0, le=86_400, description="Time budget of the fallback's search (ranking and steps)."
@@ -245,14 +246,13 @@ class QuantizeRunner(Runner):
         return Artifact.from_onnx(output)
 
     def run_int8(self, artifact: Artifact, config: QuantizeConfig, context: Any) -> Artifact:
+        from compressctl.quantization.candidates import build, recover, within_drop, within_tolerance
         from compressctl.quantization.int8 import (
             CalibrationReader,
             calibration_batch_size,
-            candidate_label,
             candidate_settings,
             preprocess,
             publish,
-            quantize_candidate,
             upgrade_opset,
         )
 
@@ -288,15 +288,7 @@ class QuantizeRunner(Runner):
         scores: list[dict[str, Any]] = [{"candidate": FLOAT, "path": float_path, **judge(float_path)}]
         if fusion is not None:
             scores.append({"candidate": FUSED_FLOAT, "path": fusion.path, **judge(fusion.path)})
-        for setting in settings:
-            label = candidate_label(setting)
-            target = work / f"{label}.onnx"
-            try:
-                quantize_candidate(graphs[setting["graph"]], target, config, setting, reader)
-                scores.append({"candidate": label, **setting, "path": target, **judge(target)})
-            except Exception as exc:
-                log.warning("quantization candidate %s failed: %s", label, exc)
-                scores.append({"candidate": label, **setting, "error": f"{type(exc).__name__}: {exc}"})
+        scores += [build(graphs[s["graph"]], work, config, s, reader, judge) for s in settings]
         usable = [s for s in scores if "error" not in s]
         if not any(is_quantized(s) for s in usable):
             reason = "quantize: every INT8 candidate failed; keeping the float model (" + failures(scores) + ")"
@@ -311,6 +303,14 @@ class QuantizeRunner(Runner):
         provider = context.provider
         candidates, sitting = time_candidates(usable, judge, batch, config, provider, context.report)
         figures = {c.name: c for c in candidates}
+        if config.max_accuracy_drop is None:
+            faithful = within_tolerance(candidates, config.fidelity_tolerance)
+        else:
+            faithful = within_drop(judge, context.evaluate.metric, float_path, config.max_accuracy_drop)
+        variants, candidates = recover(usable, candidates, graphs, config, reader, judge, work, faithful)
+        scores += variants
+        usable += [v for v in variants if "error" not in v]
+        figures.update({c.name: c for c in candidates})
         if config.max_accuracy_drop is None:
             pick, reason = choose(candidates, config.fidelity_tolerance, config.prefer)
             broken = repairable(candidates, pick, config.fidelity_tolerance) if config.repair == "auto" else None
