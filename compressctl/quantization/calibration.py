@@ -62,8 +62,9 @@ def plain_calibration(config: Any) -> str:
 
 def parse(calibration: str) -> tuple[str, float | None]:
     """``percentile99.99`` → ``("percentile", 99.99)``; other names have no percentile."""
-    if calibration.startswith("percentile"):
-        return "percentile", float(calibration.removeprefix("percentile"))
+    value = calibration.removeprefix("percentile")
+    if value != calibration:
+        return "percentile", float(value) if value else None
     return calibration, None
 
 

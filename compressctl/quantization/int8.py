@@ -25,7 +25,7 @@ QUANT_TYPES = {"uint8": "QUInt8", "int8": "QInt8"}
 CALIBRATION_INPUT_BUDGET = 4 * 1024 * 1024  # bytes of input per calibration batch (activations are ~1000× that)
 PER_CHANNEL_OPSET = 13  # per-channel DequantizeLinear (axis) needs opset 13
 #: What a candidate is made with (its score in the report holds them too).
-SETTING_KEYS = ("mode", "format", "activation", "weight", "graph", "calibration", "bias_correction")
+SETTING_KEYS = ("mode", "format", "activation", "weight", "graph", "calibration", "reduce_range", "bias_correction")
 
 
 class CalibrationReader:
@@ -172,7 +172,8 @@ def quantize_candidate(
     float_nodes: list[str] | None = None,
 ) -> None:
     """Quantize ``source`` as ``setting`` says: mode, format, types, and for static INT8 its calibration
-    (``setting["calibration"]``, default the stage's) and bias correction (``setting["bias_correction"]``)."""
+    (``setting["calibration"]``, default the stage's), 7-bit weights (``setting["reduce_range"]``, default the
+    stage's) and bias correction (``setting["bias_correction"]``)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     from compressctl.quantization.calibration import calibration_method, calibration_ranges, parse, plain_calibration
@@ -187,7 +188,7 @@ def quantize_candidate(
     common: dict[str, Any] = {
         "op_types_to_quantize": config.op_types,
         "per_channel": config.per_channel,
-        "reduce_range": config.reduce_range,
+        "reduce_range": setting.get("reduce_range", config.reduce_range),
         "weight_type": getattr(QuantType, QUANT_TYPES[setting["weight"]]),
         "nodes_to_exclude": nodes_to_exclude or None,
         "use_external_data_format": external,
@@ -213,7 +214,7 @@ def quantize_candidate(
             from compressctl.quantization.bias_correction import correct_biases
 
             corrected = target.with_name(target.stem + "-bias-corrected.onnx")
-            correct_biases(source, corrected, reader, config, setting["weight"], set(nodes_to_exclude))
+            correct_biases(source, corrected, reader, config, setting, set(nodes_to_exclude))
             source = corrected
         quantize_static(
             str(source),
@@ -291,6 +292,7 @@ def candidate_label(setting: dict[str, Any]) -> str:
     label = f"{setting['format']}_a{setting['activation']}_w{setting['weight']}"
     if setting.get("calibration", "minmax") != "minmax":
         label += f"+{setting['calibration']}"
+    label += "+reduce_range" if setting.get("reduce_range") else ""
     return label + ("+bias_correction" if setting.get("bias_correction") else "")
 
 

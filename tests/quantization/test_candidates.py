@@ -68,7 +68,7 @@ def rounding_net(path: Path, small: float) -> Path:
 
     Steps of 0.4 all round to zero, so every output moves by ``-143 · 0.4 step · E[x]``.
     """
-    step = 1.0 / 127  # ONNX Runtime's symmetric int8 scale when the largest weight is 1
+    step = 1.0 / 127  # 0.4 of an 8-bit step is 0.2 of a 7-bit one: it rounds to zero either way
     weight = np.full((4, 16, 3, 3), small * step)
     weight[:, 0, 0, 0] = 1.0
     bias = -(weight.sum(axis=(1, 2, 3)))  # float output ≈ 0 for inputs ≈ 1
@@ -82,6 +82,8 @@ def rounding_data(count: int, seed: int) -> Split:
 
 
 def config(**options) -> QuantizeConfig:
+    """7-bit weights: u8·s8 products cannot saturate, so the figures are the same on CPUs with and without VNNI."""
+    options = {"reduce_range": True, **options}
     return QuantizeConfig(type="quantize", mode="static", format="qdq", activation_type="uint8", **options)
 
 
@@ -109,7 +111,8 @@ def recover_from_plain(tmp_path: Path, model: Path, calibration: Split, val: Spl
 def test_auto_calibration_replaces_an_unfaithful_minmax_candidate(tmp_path: Path) -> None:
     model = spike_net(tmp_path / "spike.onnx")
     calibration, val = spike_data(64, spikes=True, seed=0), spike_data(32, spikes=False, seed=1)
-    plain, tried, chosen = recover_from_plain(tmp_path, model, calibration, val, config(bias_correction="never"))
+    cfg = config(bias_correction="never")
+    plain, tried, chosen = recover_from_plain(tmp_path, model, calibration, val, cfg)
     assert plain["calibration"] == "minmax" and plain["judged_by"] < 0.9  # the spike wrecks the min/max range
     assert [t["calibration"] for t in tried] == ["percentile99.99", "percentile99.999", "entropy"]
     assert all("error" not in t and t["timing_of"] == plain["candidate"] for t in tried)
@@ -143,7 +146,7 @@ def test_bias_correction_moves_the_mean_back(tmp_path: Path) -> None:
     quantize_candidate(model, tmp_path / "fixed.onnx", config(), {**setting, "bias_correction": True}, reader)
     plain = mean_error(tmp_path / "plain.onnx", reference, val)
     fixed = mean_error(tmp_path / "fixed.onnx", reference, val)
-    assert plain > 0.4  # 143 weights of 0.4 step rounded to zero, inputs ≈ 1
+    assert plain > 0.3  # 143 weights of 0.4 step (0.45 in all) rounded to zero, inputs ≈ 1
     assert fixed < 0.1 * plain
     # the bias is corrected in the float graph the quantizer reads; a node kept in float keeps its own
     quantize_candidate(model, tmp_path / "kept.onnx", config(), {**setting, "bias_correction": True}, reader, ["conv"])
