@@ -157,7 +157,13 @@ def input_means(source: Path, layers: list[Layer], reader: Any, folder: Path) ->
 
 
 def correct_biases(
-    source: Path, target: Path, reader: Any, config: Any, setting: dict[str, Any], float_nodes: set[str]
+    source: Path,
+    target: Path,
+    reader: Any,
+    config: Any,
+    weight_type: str,
+    reduce_range: bool,
+    float_nodes: set[str],
 ) -> int:
     """``source`` with every quantized layer's bias corrected, saved as ``target``; how many were corrected."""
     from onnx import numpy_helper
@@ -176,8 +182,7 @@ def correct_biases(
         weight = numpy_helper.to_array(initializers[layer.weight]).astype(np.float32)
         bias = numpy_helper.to_array(initializers[layer.bias])
         axis = layer.axis if config.per_channel else None
-        error = quantization_error(weight, axis, setting["weight"], setting.get("reduce_range", config.reduce_range))
-        shift = output_shift(layer, error, mean)
+        shift = output_shift(layer, quantization_error(weight, axis, weight_type, reduce_range), mean)
         if bias.size != shift.size or not np.isfinite(shift).all():
             continue
         fixed = (bias.astype(np.float64) - shift.reshape(bias.shape)).astype(bias.dtype)

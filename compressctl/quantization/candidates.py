@@ -3,10 +3,8 @@
 Where the fastest static candidate is not faithful, the stage does not ship
 the loss: it quantizes the same format again with other calibrations
 (percentile 99.99 and 99.999, then entropy: ``calibration.method: auto``),
-then the most faithful of those with 7-bit weights (u8 activations times s8
-weights: on x86 CPUs without VNNI, ONNX Runtime's kernels add pairs of
-products in 16 bits, which saturate), then with bias correction
-(``bias_correction: auto``), judges each on the held-out samples like every
+then the most faithful of those with bias correction (``bias_correction:
+auto``), judges each on the held-out samples like every
 candidate, and puts the most faithful in the format's place for the choice. A variant is its
 base's graph node for node (only scales and biases differ), so it keeps its
 base's timing instead of a new sitting (``timing_of`` in the report). Variants
@@ -124,8 +122,6 @@ def recover(
     log.info("quantize: %s is not faithful (%.4f); trying other calibrations", fastest.name, base["judged_by"])
     for setting in variant_settings(setting_of(base), config):
         attempt(setting)
-    if not config.reduce_range and (base["activation"], base["weight"]) == ("uint8", "int8"):  # see module doc
-        attempt({**setting_of(best), "reduce_range": True})
     if config.bias_correction == "auto":
         attempt({**setting_of(best), "bias_correction": True})
     if best is base:

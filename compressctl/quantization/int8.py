@@ -172,8 +172,7 @@ def quantize_candidate(
     float_nodes: list[str] | None = None,
 ) -> None:
     """Quantize ``source`` as ``setting`` says: mode, format, types, and for static INT8 its calibration
-    (``setting["calibration"]``, default the stage's), 7-bit weights (``setting["reduce_range"]``, default the
-    stage's) and bias correction (``setting["bias_correction"]``)."""
+    (``setting["calibration"]``, default the stage's) and bias correction (``setting["bias_correction"]``)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     from compressctl.quantization.calibration import calibration_method, calibration_ranges, parse, plain_calibration
@@ -214,7 +213,9 @@ def quantize_candidate(
             from compressctl.quantization.bias_correction import correct_biases
 
             corrected = target.with_name(target.stem + "-bias-corrected.onnx")
-            correct_biases(source, corrected, reader, config, setting, set(nodes_to_exclude))
+            correct_biases(
+                source, corrected, reader, config, setting["weight"], common["reduce_range"], set(nodes_to_exclude)
+            )
             source = corrected
         quantize_static(
             str(source),
@@ -292,7 +293,6 @@ def candidate_label(setting: dict[str, Any]) -> str:
     label = f"{setting['format']}_a{setting['activation']}_w{setting['weight']}"
     if setting.get("calibration", "minmax") != "minmax":
         label += f"+{setting['calibration']}"
-    label += "+reduce_range" if setting.get("reduce_range") else ""
     return label + ("+bias_correction" if setting.get("bias_correction") else "")
 
 
