@@ -71,7 +71,13 @@ class QuantizeConfig(StageConfig):
     )
     weight_type: Literal["auto", "int8", "uint8"] = Field("auto", description="Weight type; auto picks by measurement.")
     per_channel: bool = Field(True, description="Per-output-channel weight scales.")
-    reduce_range: bool = Field(False, description="7-bit weights (for CPUs without VNNI, avoids saturation).")
+    reduce_range: bool | Literal["auto"] = Field(
+        "auto",
+        description=(
+            "7-bit weights. auto: on for u8×s8 kernels on x86 CPUs without VNNI or AMX, whose kernels "
+            "saturate on 8-bit weights (report.json environment.cpu_features says which this machine has)."
+        ),
+    )
     calibration: CalibrationConfig = Field(
         default_factory=CalibrationConfig,
         description="static: calibration method (minmax|entropy|percentile|distribution), samples from the training split.",
