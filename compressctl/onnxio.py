@@ -8,8 +8,12 @@ outputs with torch's on real inputs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +141,7 @@ def export_module(
     errors = []
     for use_dynamo in [True, False] if dynamo else [False]:
         try:
-            with warnings.catch_warnings(), torch.no_grad():
+            with warnings.catch_warnings(), torch.no_grad(), stdout_to_stderr():
                 warnings.simplefilter("ignore")
                 if use_dynamo:
                     program = torch.onnx.export(
@@ -174,6 +178,21 @@ def export_module(
                 "ONNX export failed with the %s exporter: %s", "dynamo" if use_dynamo else "torchscript", errors[-1]
             )
     raise StageError("export", "torch.onnx.export failed; " + " | ".join(errors))
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send what native code prints to stdout to stderr instead (the TorchScript exporter prints its graph
+    when it fails), so stdout carries only compressctl's machine output (``--json``)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _is_transformer(path: Path) -> bool:

@@ -37,7 +37,10 @@ def run(name: str, out: Path) -> dict:
     seconds = time.perf_counter() - started
     if not proc.stdout.strip():
         return {"name": name, "exit": proc.returncode, "error": proc.stderr.strip().splitlines()[-1:], "wall": seconds}
-    report = json.loads(proc.stdout)
+    try:
+        report = json.loads(proc.stdout)
+    except json.JSONDecodeError:  # stdout must carry only the report: say so instead of stopping the table
+        return {"name": name, "exit": proc.returncode, "error": ["stdout is not the --json report"], "wall": seconds}
     return {"name": name, "exit": proc.returncode, "report": report, "wall": seconds}
 
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from compressctl.environment import cpu_name
+from compressctl.environment import machine_key
 from compressctl.errors import StageError
 from compressctl.fsutil import atomic_write_text, file_sha256, text_sha256
 from compressctl.measure.latency import batch_feeds, default_threads, make_session
@@ -226,7 +225,7 @@ class Measurer:
             "data": self.run.recipe.data.model_dump(mode="json"),
             "source": self.run.source_key(),
             "versions": self.run.versions,
-            "machine": [platform.node(), cpu_name()],
+            "machine": machine_key(),
         }
         return text_sha256(json.dumps(payload, sort_keys=True, default=str))
 
@@ -249,7 +248,7 @@ class Measurer:
             "evaluate": recipe.evaluate.model_dump(mode="json"),
             "seed": recipe.seed,
             "versions": self.run.versions,
-            "machine": [platform.node(), cpu_name()],
+            "machine": machine_key(),
         }
         return text_sha256(json.dumps(payload, sort_keys=True, default=str))
 

@@ -43,6 +43,10 @@ def build(source: Path, work: Path, config: Any, setting: dict[str, Any], reader
         return {"candidate": label, **setting, "error": f"{type(exc).__name__}: {exc}"}
 
 
+def failures(scores: list[Score]) -> str:
+    return "; ".join(f"{s['candidate']}: {s['error'][:160]}" for s in scores if "error" in s)
+
+
 def setting_of(score: Score) -> dict[str, Any]:
     from compressctl.quantization.int8 import SETTING_KEYS
 

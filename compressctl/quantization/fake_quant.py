@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 WEIGHT_QMAX = 127
+REDUCED_WEIGHT_QMAX = 64  # ONNX Runtime's reduce_range for int8 weights: [-64, 64], for CPUs without VNNI
 ACT_QMIN, ACT_QMAX = 0, 255
 
 
@@ -26,12 +27,12 @@ def round_ste(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
 
 
-def fake_quant_weight(weight: torch.Tensor) -> torch.Tensor:
-    """Per-output-channel symmetric int8 fake quantization."""
+def fake_quant_weight(weight: torch.Tensor, qmax: int = WEIGHT_QMAX) -> torch.Tensor:
+    """Per-output-channel symmetric int8 fake quantization (``qmax`` 64: ONNX Runtime's reduced range)."""
     flat = weight.reshape(weight.shape[0], -1)
-    scale = flat.abs().amax(dim=1).clamp_min(1e-12).detach() / WEIGHT_QMAX
+    scale = flat.abs().amax(dim=1).clamp_min(1e-12).detach() / qmax
     scale = scale.reshape(-1, *([1] * (weight.dim() - 1)))
-    return torch.clamp(round_ste(weight / scale), -WEIGHT_QMAX, WEIGHT_QMAX) * scale
+    return torch.clamp(round_ste(weight / scale), -qmax, qmax) * scale
 
 
 class ActivationQuantizer(nn.Module):
@@ -91,17 +92,20 @@ class ActivationQuantizer(nn.Module):
 class QuantWrapper(nn.Module):
     """A Conv/Linear whose input and weight are fake-quantized (``enabled=False``: kept in float)."""
 
-    def __init__(self, layer: nn.Module, learned_activations: bool, enabled: bool = True) -> None:
+    def __init__(
+        self, layer: nn.Module, learned_activations: bool, enabled: bool = True, weight_qmax: int = WEIGHT_QMAX
+    ) -> None:
         super().__init__()
         self.layer = layer
         self.enabled = enabled
+        self.weight_qmax = weight_qmax
         self.input_quant = ActivationQuantizer(learned_activations)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return self.layer(x)
         x = self.input_quant(x)
-        weight = fake_quant_weight(self.layer.weight)
+        weight = fake_quant_weight(self.layer.weight, self.weight_qmax)
         if isinstance(self.layer, nn.Linear):
             return nn.functional.linear(x, weight, self.layer.bias)
         return self.layer._conv_forward(x, weight, self.layer.bias)
@@ -141,13 +145,15 @@ def _set_submodule(root: nn.Module, target: str, value: nn.Module) -> None:
     setattr(parent, name, value)
 
 
-def wrap_layers(module: nn.Module, learned_activations: bool, skip: set[str]) -> list[tuple[str, QuantWrapper]]:
+def wrap_layers(
+    module: nn.Module, learned_activations: bool, skip: set[str], weight_qmax: int = WEIGHT_QMAX
+) -> list[tuple[str, QuantWrapper]]:
     """Wrap every Conv/Linear layer in place; those named in ``skip`` stay float (wrapped, disabled)."""
     wrapped = []
     for name, layer in list(module.named_modules()):
         if not isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
             continue
-        wrapper = QuantWrapper(layer, learned_activations, enabled=name not in skip)
+        wrapper = QuantWrapper(layer, learned_activations, enabled=name not in skip, weight_qmax=weight_qmax)
         _set_submodule(module, name, wrapper)
         wrapped.append((name, wrapper))
     return wrapped

@@ -187,7 +187,7 @@ def quantize_candidate(
     common: dict[str, Any] = {
         "op_types_to_quantize": config.op_types,
         "per_channel": config.per_channel,
-        "reduce_range": setting.get("reduce_range", config.reduce_range),
+        "reduce_range": setting.get("reduce_range", reduces_range(config.reduce_range, setting)),
         "weight_type": getattr(QuantType, QUANT_TYPES[setting["weight"]]),
         "nodes_to_exclude": nodes_to_exclude or None,
         "use_external_data_format": external,
@@ -228,6 +228,16 @@ def quantize_candidate(
             calibration_cache_path=cache,
             **common,
         )
+
+
+def reduces_range(option: bool | str, setting: dict[str, str]) -> bool:
+    """Whether a candidate quantizes weights to 7 bits: ``auto`` does for u8 activations × s8 weights on a CPU
+    whose INT8 kernels saturate (x86 without VNNI or AMX)."""
+    if option != "auto":
+        return bool(option)
+    from compressctl.environment import int8_saturates
+
+    return setting.get("activation", "uint8") == "uint8" and setting.get("weight") == "int8" and int8_saturates()
 
 
 def non_float32_nodes(source: Path) -> list[str]:
@@ -284,7 +294,7 @@ def candidate_settings(config: Any, transformer: bool = False, fused: bool = Fal
             for g in graphs
             for w in weights
         ]
-    return [{"graph": "fused", **s} for s in found]
+    return [{"graph": "fused", **s, "reduce_range": reduces_range(config.reduce_range, s)} for s in found]
 
 
 def candidate_label(setting: dict[str, Any]) -> str:

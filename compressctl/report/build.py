@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 from typing import Any
 
-from compressctl.environment import __version__, cpu_name, library_versions
+from compressctl.environment import __version__, cpu_features, cpu_name, library_versions
 from compressctl.errors import UserError
 
 SCHEMA_VERSION = 1
@@ -20,6 +20,7 @@ def environment(providers_available: list[str]) -> dict[str, Any]:
         "onnx": versions.get("onnx"),
         "numpy": versions.get("numpy"),
         "cpu": cpu_name(),
+        "cpu_features": cpu_features(),
         "machine": platform.machine(),
         "os": platform.platform(),
         "providers_available": providers_available,

@@ -46,6 +46,9 @@ class QatConfig(_TrainOptions):
     activation_ranges: Literal["tracked", "learned"] = Field(
         "tracked", description="tracked: moving min/max of activations; learned: LSQ step size trained by gradient."
     )
+    reduce_range: bool | Literal["auto"] = Field(
+        "auto", description="7-bit weights, trained and exported; auto: on x86 CPUs without VNNI or AMX (see quantize)."
+    )
     fold_batchnorm: bool = Field(True, description="Fold BatchNorm into convolutions before training (as ORT does).")
     exclude_layers: list[str] = Field(
         default_factory=list, description="Module names (e.g. fc) kept in float: neither fake-quantized nor quantized."
@@ -141,7 +144,7 @@ class QatRunner(Runner):
 
         from compressctl.onnxio import MODEL_FILE, load_onnx
         from compressctl.quantization import fake_quant
-        from compressctl.quantization.int8 import CalibrationReader, preprocess
+        from compressctl.quantization.int8 import CalibrationReader, preprocess, reduces_range
         from compressctl.training import fit, to_tensors
 
         module = copy.deepcopy(artifact.module).eval()
@@ -151,7 +154,10 @@ class QatRunner(Runner):
                 module, folded = fake_quant.fold_batchnorms(module)
             except Exception as exc:  # torch.fx cannot trace every model
                 log.warning("qat: BatchNorm folding skipped (%s: %s)", type(exc).__name__, exc)
-        wrapped = fake_quant.wrap_layers(module, config.activation_ranges == "learned", set(config.exclude_layers))
+        reduce = reduces_range(config.reduce_range, {"activation": "uint8", "weight": "int8"})
+        qmax = fake_quant.REDUCED_WEIGHT_QMAX if reduce else fake_quant.WEIGHT_QMAX
+        learned = config.activation_ranges == "learned"
+        wrapped = fake_quant.wrap_layers(module, learned, set(config.exclude_layers), weight_qmax=qmax)
         if not wrapped:
             raise ValueError("qat: the model has no Conv or Linear layer to quantize")
         unknown = sorted(set(config.exclude_layers) - {name for name, _ in wrapped})
@@ -195,6 +201,7 @@ class QatRunner(Runner):
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             per_channel=True,
+            reduce_range=reduce,
             calibrate_method=calibration_method(config.calibration.method),  # auto: min/max
             nodes_to_exclude=float_nodes or None,
             extra_options={"TensorQuantOverrides": overrides, "CalibPercentile": config.calibration.percentile},
@@ -214,6 +221,7 @@ class QatRunner(Runner):
                 "notes": notes,
                 "export": export,
                 "format": "qdq_auint8_wint8 (per-channel)",
+                "reduce_range": reduce,
                 "int8_kernels": {k: v for k, v in kernels.items() if k in INT8_KERNELS},
             }
         )

@@ -62,7 +62,13 @@ class QuantizeConfig(StageConfig):
     )
     weight_type: Literal["auto", "int8", "uint8"] = Field("auto", description="Weight type; auto picks by measurement.")
     per_channel: bool = Field(True, description="Per-output-channel weight scales.")
-    reduce_range: bool = Field(False, description="7-bit weights (for CPUs without VNNI, avoids saturation).")
+    reduce_range: bool | Literal["auto"] = Field(
+        "auto",
+        description=(
+            "7-bit weights. auto: on for u8×s8 kernels on x86 CPUs without VNNI or AMX, whose kernels "
+            "saturate on 8-bit weights (report.json environment.cpu_features says which this machine has)."
+        ),
+    )
     calibration: CalibrationConfig = Field(
         default_factory=CalibrationConfig,
         description="static: calibration method (auto|minmax|entropy|percentile|distribution), samples from the training split.",
@@ -246,7 +252,7 @@ class QuantizeRunner(Runner):
         return Artifact.from_onnx(output)
 
     def run_int8(self, artifact: Artifact, config: QuantizeConfig, context: Any) -> Artifact:
-        from compressctl.quantization.candidates import build, recover, within_drop, within_tolerance
+        from compressctl.quantization.candidates import build, failures, recover, within_drop, within_tolerance
         from compressctl.quantization.int8 import (
             CalibrationReader,
             calibration_batch_size,
@@ -376,10 +382,6 @@ class QuantizeRunner(Runner):
             }
         )
         return Artifact.from_onnx(output)
-
-
-def failures(scores: list[dict[str, Any]]) -> str:
-    return "; ".join(f"{s['candidate']}: {s['error'][:160]}" for s in scores if "error" in s)
 
 
 def check_smooth_quant(config: QuantizeConfig) -> None:

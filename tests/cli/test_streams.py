@@ -155,3 +155,17 @@ def test_silent_fallback_in_apply_is_logged_and_reported(cli, tmp_path: Path, mo
     (entry,) = json.loads(result.stdout)["models"][0]["latency"]
     assert entry["provider"] == "CPUExecutionProvider" and entry["fallback"] is True
     assert "WARNING CUDAExecutionProvider was requested but ONNX Runtime ran CPUExecutionProvider" in result.stderr
+
+
+def test_native_prints_during_export_go_to_stderr(capfd: pytest.CaptureFixture[str]) -> None:
+    """The TorchScript exporter prints its graph to fd 1 from C++ when it fails; --json needs stdout clean."""
+    import os
+
+    from compressctl.onnxio import stdout_to_stderr
+
+    with stdout_to_stderr():
+        os.write(1, b"native noise\n")
+    print("after", flush=True)
+    out, err = capfd.readouterr()
+    assert "native noise" in err and "native noise" not in out
+    assert out == "after\n"  # stdout is back afterwards

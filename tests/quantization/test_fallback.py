@@ -53,3 +53,41 @@ def test_the_search_stops_at_its_time_budget_with_the_quantized_model() -> None:
     result = run(max_drop=0.015, seconds=0.0)
     assert result.ranking == [] and result.steps == [] and not result.met
     assert result.path == Path("quantized.onnx") and result.float_nodes == []
+
+
+def test_nodes_with_heavy_tailed_inputs_are_ranked_first(tmp_path: Path) -> None:
+    """The second MatMul reads an activation with one channel 200× the others: it is tried first."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from compressctl.data import Split
+    from compressctl.quantization.fallback import outlier_order
+
+    rng = np.random.default_rng(0)
+    spike = np.ones(16, np.float32)
+    spike[3] = 200.0
+    weights = [numpy_helper.from_array(rng.standard_normal((16, 16)).astype(np.float32), f"w{i}") for i in (1, 2)]
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["h"], name="first"),
+            helper.make_node("Mul", ["h", "spike"], ["s"], name="scale"),
+            helper.make_node("MatMul", ["s", "w2"], ["y"], name="second"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 16])],
+        [*weights, numpy_helper.from_array(spike, "spike")],
+    )
+    path = tmp_path / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    judge = SimpleNamespace(
+        provider="CPUExecutionProvider", threads=1, split=Split([rng.standard_normal((8, 16)).astype(np.float32)], None)
+    )
+    ordered, peaks = outlier_order(path, ["first", "second"], judge)
+    assert ordered == ["second", "first"]
+    assert peaks["second"] > 2 * peaks["first"]
+    # a graph it cannot read keeps graph order
+    assert outlier_order(tmp_path / "missing.onnx", ["first", "second"], judge) == (["first", "second"], {})
