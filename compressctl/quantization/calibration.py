@@ -10,8 +10,8 @@ KL search has a single candidate threshold, the full range.
 Memory and time stay bounded. Calibration reads one batch per collect, its
 ranges or histograms merged before the next (see ``quantization.int8``). The
 histogram methods make every activation of a batch a graph output, so they
-read smaller batches and at most ``HISTOGRAM_SAMPLES`` samples: each sample
-costs a histogram update of every activation tensor.
+read smaller batches and fewer samples (``HISTOGRAM_SAMPLES``, fewer for large
+inputs): each sample costs a histogram update of every activation tensor.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ PLAIN = "minmax"  # what candidates calibrate with first in ``method: auto``
 PERCENTILES = (99.99, 99.999)
 AUTO_TRIES = (*(f"percentile{p:g}" for p in PERCENTILES), "entropy")  # tried when the plain candidate is not faithful
 HISTOGRAM_INPUT_BUDGET = 1024 * 1024  # bytes of input per histogram batch: every activation of it is kept at once
-HISTOGRAM_SAMPLES = 64
+HISTOGRAM_SAMPLES = 64  # at most, and as many as HISTOGRAM_INPUT_TOTAL bytes of input (at least 8)
+HISTOGRAM_INPUT_TOTAL = 32 * 1024 * 1024  # every sample updates a histogram of every activation tensor
 ENTROPY_BINS = 512  # KL search over 128 quantized bins tries (512 - 128) / 2 thresholds per tensor
 
 
@@ -103,7 +104,8 @@ def calibration_ranges(source: Path, reader: Any, calibration: str, op_types: li
     feed = reader
     options: dict[str, Any] = {}
     if method != PLAIN:
-        samples = reader.split.head(HISTOGRAM_SAMPLES)
+        per_sample = sum(a[:1].nbytes for a in reader.split.inputs) or 1
+        samples = reader.split.head(max(8, min(HISTOGRAM_SAMPLES, HISTOGRAM_INPUT_TOTAL // per_sample)))
         feed = type(reader)(samples, reader.names, histogram_batch_size(samples, reader.batch_size))
     if method == "entropy":
         options = {"num_bins": ENTROPY_BINS}
