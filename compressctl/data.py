@@ -15,23 +15,50 @@ from typing import Any
 import numpy as np
 
 from compressctl.errors import UserError
-from compressctl.inputs import NP_DTYPES, random_inputs
+from compressctl.inputs import NP_DTYPES, constant, random_inputs
 from compressctl.recipe.models import DataSpec, FactorySource, InputSpec, NpzSource
+
+Axis = int | None  # where an input stacks its samples; None: a constant, fed as it is
 
 
 @dataclass
 class Split:
-    """Samples of one split: one array per model input (first axis = sample) and labels."""
+    """Samples of one split: one array per model input and labels.
+
+    Each input stacks its samples on its own batch axis (``axes``, default 0:
+    a recurrent state ``[2, batch, 128]`` stacks them on 1); an input whose
+    axis is None is a constant (a sample rate) that every batch carries whole.
+    """
 
     inputs: list[np.ndarray]
     labels: np.ndarray | None
+    axes: list[Axis] | None = None
+
+    def __post_init__(self) -> None:
+        if self.axes is None:
+            self.axes = [0] * len(self.inputs)
 
     def __len__(self) -> int:
-        return int(self.inputs[0].shape[0]) if self.inputs else 0
+        return next((int(a.shape[ax]) for a, ax in self.columns() if ax is not None), 0)
+
+    def columns(self) -> list[tuple[np.ndarray, Axis]]:
+        return list(zip(self.inputs, self.axes or [], strict=True))
+
+    def rows(self, index: np.ndarray | slice) -> list[np.ndarray]:
+        """Every input at the samples ``index`` picks (on its batch axis); constants whole."""
+        picked = []
+        for array, axis in self.columns():
+            if axis is None:
+                picked.append(array)
+            elif isinstance(index, slice):
+                picked.append(array[(slice(None),) * axis + (index,)])
+            else:
+                picked.append(np.take(array, index, axis=axis))
+        return picked
 
     def take(self, indices: np.ndarray) -> Split:
         labels = None if self.labels is None else self.labels[indices]
-        return Split([a[indices] for a in self.inputs], labels)
+        return Split(self.rows(indices), labels, self.axes)
 
     def head(self, count: int | None) -> Split:
         if count is None or count >= len(self):
@@ -48,7 +75,16 @@ class Split:
         for start in range(0, len(self), batch_size):
             idx = order[start : start + batch_size]
             labels = None if self.labels is None else self.labels[idx]
-            yield [a[idx] for a in self.inputs], labels
+            yield self.rows(idx), labels
+
+    def tiled(self, batch_size: int) -> list[np.ndarray]:
+        """One batch of exactly ``batch_size`` samples, repeating the split's samples when it has fewer."""
+        index = np.arange(batch_size) % max(1, len(self))
+        return [a if a.flags.c_contiguous else np.ascontiguousarray(a) for a in self.rows(index)]  # keeps 0-d
+
+    def sample_bytes(self) -> int:
+        """Bytes of input one sample adds to a batch."""
+        return sum(a.nbytes // max(1, a.shape[ax]) for a, ax in self.columns() if ax is not None)
 
 
 @dataclass
@@ -100,13 +136,18 @@ def _npz(source: NpzSource, inputs: list[InputSpec], base_dir: Path) -> tuple[li
         raise UserError(f"data.source.npz: {path} is not a readable .npz file ({type(exc).__name__}: {exc})") from None
     loaded = []
     for spec in inputs:
-        if spec.name not in arrays:
+        if spec.value is not None:
+            loaded.append(constant(spec))
+        elif spec.name in arrays:
+            loaded.append(arrays[spec.name])
+        else:
             raise UserError(f"data.source.npz: {path} has no array '{spec.name}' (has: {', '.join(arrays)})")
-        loaded.append(arrays[spec.name])
     return loaded, arrays.get("labels")
 
 
-def _factory(source: FactorySource, base_dir: Path) -> tuple[list[np.ndarray], np.ndarray | None]:
+def _factory(
+    source: FactorySource, inputs: list[InputSpec], base_dir: Path
+) -> tuple[list[np.ndarray], np.ndarray | None]:
     from compressctl.sources import call_factory
 
     dataset = call_factory(source.factory, source.kwargs, base_dir, what="data.source.factory")
@@ -131,9 +172,23 @@ def _factory(source: FactorySource, base_dir: Path) -> tuple[list[np.ndarray], n
         labels.append(None if label is None else int(label))
     if not columns:
         raise UserError(f"data.source.factory: {source.factory} returned an empty dataset")
-    stacked = [np.stack(c) for c in columns]
     has_labels = all(label is not None for label in labels)
-    return stacked, np.asarray(labels, dtype=np.int64) if has_labels else None
+    return _stack(columns, inputs), np.asarray(labels, dtype=np.int64) if has_labels else None
+
+
+def _stack(columns: list[list[np.ndarray]], inputs: list[InputSpec]) -> list[np.ndarray]:
+    """Per-sample arrays stacked on each input's batch axis; constants from the recipe or the first sample.
+
+    A sample may leave out the inputs whose ``value`` the recipe gives.
+    """
+    given = [s for s in inputs if s.value is None] if len(columns) != len(inputs) else inputs
+    if len(columns) != len(given):
+        return [np.stack(c) for c in columns]  # _check names the mismatch
+    by_name = {}
+    for spec, column in zip(given, columns, strict=True):
+        axis = spec.batch_axis
+        by_name[spec.name] = column[0] if axis is None else np.stack(column, axis=axis)
+    return [constant(s) if s.value is not None else by_name[s.name] for s in inputs]
 
 
 def _check(
@@ -141,21 +196,29 @@ def _check(
 ) -> list[np.ndarray]:
     if len(arrays) != len(inputs):
         raise UserError(f"{where}: gives {len(arrays)} inputs per sample, the model has {len(inputs)}")
-    count = arrays[0].shape[0] if arrays else 0
-    if count == 0:
-        raise UserError(f"{where}: the data set is empty")
+    if inputs and all(s.batch_axis is None for s in inputs):
+        raise UserError(f"{where}: every model input is a constant; at least one must hold samples")
+    count = None
     checked = []
     for array, spec in zip(arrays, inputs, strict=True):
-        if array.shape[0] != count:
-            raise UserError(f"{where}: '{spec.name}' has {array.shape[0]} samples, expected {count}")
+        axis = spec.batch_axis
         if array.ndim != len(spec.shape):
             raise UserError(f"{where}: '{spec.name}' has shape {list(array.shape)}, model.inputs says {spec.shape}")
-        for axis, dim in enumerate(spec.shape[1:], start=1):
-            if isinstance(dim, int) and array.shape[axis] != dim:
+        if axis is not None:
+            count = array.shape[axis] if count is None else count
+            if array.shape[axis] != count:
+                raise UserError(
+                    f"{where}: '{spec.name}' has {array.shape[axis]} samples (axis {axis}), expected {count}"
+                )
+        for i, dim in enumerate(spec.shape):
+            if i != axis and isinstance(dim, int) and array.shape[i] != dim:
                 raise UserError(f"{where}: '{spec.name}' has shape {list(array.shape)}, model.inputs says {spec.shape}")
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             raise UserError(f"{where}: '{spec.name}' contains NaN or Inf values")
         checked.append(array.astype(NP_DTYPES[spec.dtype], copy=False))
+    count = count or 0
+    if count == 0:
+        raise UserError(f"{where}: the data set is empty")
     if labels is not None:
         if labels.shape[0] != count:
             raise UserError(f"{where}: {labels.shape[0]} labels for {count} samples")
@@ -194,7 +257,7 @@ def load_data(
         arrays, labels = _npz(source, inputs, base_dir)
         where = f"data.source.npz {source.npz}"
     else:
-        arrays, labels = _factory(source, base_dir)
+        arrays, labels = _factory(source, inputs, base_dir)
         where = f"data.source.factory {source.factory}"
     arrays = _check(arrays, labels, inputs, where)
     if labels is not None:
@@ -203,7 +266,7 @@ def load_data(
             num_classes = int(labels.max()) + 1
         elif labels.max() >= num_classes:
             raise UserError(f"{where}: label {int(labels.max())} is out of range for {num_classes} classes")
-    full = Split(arrays, labels)
+    full = Split(arrays, labels, [i.batch_axis for i in inputs])
     order = np.random.default_rng(seed).permutation(len(full))
     n_val = max(1, round(len(full) * spec.val_fraction))
     if len(full) - n_val < 1:

@@ -65,10 +65,18 @@ def random_array(
     return rng.integers(int(low), int(high), shape).astype(dtype)
 
 
+def constant(spec: Any) -> np.ndarray:
+    """A constant input's ``value`` (``model.inputs``) as the array fed with every batch."""
+    return np.asarray(spec.value, dtype=NP_DTYPES[spec.dtype])
+
+
 def random_inputs(inputs: list[Any], batch: int, dims: dict[str, int], rng: np.random.Generator) -> list[np.ndarray]:
-    """One array per recipe input (``model.inputs``), drawn from ``rng`` in input order."""
+    """One array per recipe input (``model.inputs``), drawn from ``rng`` in input order; constants as given."""
     return [
-        random_array(resolve_shape(spec.shape, batch, dims), NP_DTYPES[spec.dtype], spec.range, rng) for spec in inputs
+        constant(spec)
+        if spec.value is not None
+        else np.asarray(random_array(resolve_shape(spec.shape, batch, dims), NP_DTYPES[spec.dtype], spec.range, rng))
+        for spec in inputs
     ]
 
 

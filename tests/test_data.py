@@ -135,3 +135,83 @@ def test_shuffled_batch_order_follows_the_seed() -> None:
 
     assert order(1) == order(1) and order(1) != order(2)
     assert order(1, shuffle=False) == [row.tobytes() for row in data.train.inputs[0]]
+
+
+# -- inputs batched on their own axis, and constants ---------------------------------------------------------------
+
+STREAM = [
+    InputSpec(name="x", shape=["batch", 3]),
+    InputSpec(name="state", shape=[2, "batch", 4]),
+    InputSpec(name="sr", shape=[], dtype="int64", value=16000),
+]
+
+
+def numbered(count: int) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` and ``state`` whose sample ``i`` is filled with ``i``, so a mispaired sample shows."""
+    x = np.repeat(np.arange(count, dtype=np.float32)[:, None], 3, axis=1)
+    state = np.broadcast_to(np.arange(count, dtype=np.float32)[None, :, None], (2, count, 4)).copy()
+    return x, state
+
+
+def assert_paired(inputs: list[np.ndarray], count: int) -> None:
+    x, state, sr = inputs
+    assert x.shape == (count, 3) and state.shape == (2, count, 4) and sr.shape == () and int(sr) == 16000
+    assert np.array_equal(state[0, :, 0], x[:, 0]) and np.array_equal(state[1, :, 3], x[:, 0])
+
+
+def test_the_batch_axis_is_the_dim_named_batch_and_a_value_is_a_constant() -> None:
+    assert [s.batch_axis for s in STREAM] == [0, 1, None]
+    assert InputSpec(name="n", shape=["n", 3]).batch_axis == 0  # no dim named batch: the first axis, as before
+    assert InputSpec(name="k", shape=[], dtype="int64").batch_axis is None
+
+
+def test_a_state_batched_on_axis_1_splits_batches_and_tiles_on_that_axis(tmp_path: Path) -> None:
+    x, state = numbered(40)
+    write_npz(tmp_path / "d.npz", x=x, state=state)  # no 'sr': the recipe's value is used
+    data = load_data(DataSpec(source={"npz": "d.npz"}), STREAM, base_dir=tmp_path)
+    assert len(data.train) + len(data.val) == 40 and data.train.axes == [0, 1, None]
+    assert_paired(data.train.inputs, len(data.train))
+    assert_paired(data.val.inputs, len(data.val))
+    sizes = []
+    for inputs, _ in data.train.batches(7, shuffle=True, seed=1):
+        sizes.append(len(inputs[0]))
+        assert_paired(inputs, len(inputs[0]))
+    assert sum(sizes) == len(data.train)
+    tiled = data.val.tiled(len(data.val) + 3)
+    assert_paired(tiled, len(data.val) + 3)
+    assert data.val.sample_bytes() == 3 * 4 + 2 * 4 * 4
+
+
+def test_calibration_batches_slice_the_state_on_its_batch_axis() -> None:
+    from compressctl.data import Split
+    from compressctl.quantization.int8 import CalibrationReader
+
+    x, state = numbered(10)
+    split = Split([x, state, np.array(16000, np.int64)], None, [0, 1, None])
+    reader = CalibrationReader(split, ["x", "state", "sr"], 4)
+    feeds = []
+    while (feed := reader.get_next()) is not None:
+        feeds.append(feed)
+    assert [len(f["x"]) for f in feeds] == [4, 4, 2]
+    for feed in feeds:
+        assert_paired([feed["x"], feed["state"], feed["sr"]], len(feed["x"]))
+
+
+def test_a_factory_sample_may_leave_out_the_constant(tmp_path: Path) -> None:
+    (tmp_path / "streams.py").write_text(
+        "import numpy as np\n"
+        "class Chunks:\n"
+        "    def __len__(self):\n        return 12\n"
+        "    def __getitem__(self, i):\n"
+        "        return (np.full(3, i, np.float32), np.full((2, 4), i, np.float32)), None\n"
+        "def build():\n    return Chunks()\n"
+    )
+    data = load_data(DataSpec(source={"factory": "streams:build"}), STREAM, base_dir=tmp_path)
+    assert_paired(data.train.inputs, len(data.train))
+
+
+def test_a_state_with_the_wrong_sample_count_names_its_axis(tmp_path: Path) -> None:
+    x, _ = numbered(10)
+    write_npz(tmp_path / "d.npz", x=x, state=np.zeros((2, 9, 4), np.float32))
+    with pytest.raises(UserError, match="'state' has 9 samples \\(axis 1\\), expected 10"):
+        load_data(DataSpec(source={"npz": "d.npz"}), STREAM, base_dir=tmp_path)

@@ -151,7 +151,7 @@ class Workbench:
         from compressctl.measure.latency import batch_feeds, make_session
 
         session = make_session(path, self.provider, self.threads)
-        self.feeds = batch_feeds(session.get_inputs(), self.data.val.inputs, self.batch_size)
+        self.feeds = batch_feeds(session.get_inputs(), self.data.val, self.batch_size)
         self.baseline_path = path
         self.baseline = {}
         self.baseline = self.score(path, repeat=PROXY_REPEAT * 2)

@@ -167,11 +167,13 @@ def measure_latency(
     )
 
 
-def batch_feeds(session_inputs: list[Any], pool: list[np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
-    """A batch of ``batch_size`` made by tiling real samples from ``pool``."""
-    feeds = {}
-    for meta, array in zip(session_inputs, pool, strict=False):
-        reps = -(-batch_size // array.shape[0])
-        tiled = np.concatenate([array] * reps, axis=0)[:batch_size] if reps > 1 else array[:batch_size]
-        feeds[meta.name] = np.ascontiguousarray(tiled)
-    return feeds
+def batch_feeds(session_inputs: list[Any], pool: Any, batch_size: int) -> dict[str, np.ndarray]:
+    """A batch of ``batch_size`` made by tiling real samples from ``pool``.
+
+    ``pool`` is a ``data.Split`` (each input batched on its own axis, constants
+    fed whole) or a list of arrays batched on their first axis.
+    """
+    from compressctl.data import Split
+
+    split = pool if isinstance(pool, Split) else Split(list(pool), None)
+    return {meta.name: array for meta, array in zip(session_inputs, split.tiled(batch_size), strict=False)}

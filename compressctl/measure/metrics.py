@@ -31,14 +31,40 @@ def predict(session: Any, split: Split, batch_size: int) -> np.ndarray:
 
 
 def predict_all(session: Any, split: Split, batch_size: int, *, first_only: bool = False) -> list[np.ndarray]:
-    """Every float output of ``session`` over ``split`` (or the first), each stacked along axis 0."""
+    """Every float output of ``session`` over ``split`` (or the first), each with its samples on axis 0."""
     names = [i.name for i in session.get_inputs()]
-    wanted = [o.name for o in session.get_outputs()][: 1 if first_only else None]
-    outputs: list[list[np.ndarray]] = [[] for _ in wanted]
+    metas = session.get_outputs()[: 1 if first_only else None]
+    outputs: list[list[np.ndarray]] = [[] for _ in metas]
+    axes: list[int] | None = None
     for inputs, _ in split.batches(batch_size):
-        for store, result in zip(outputs, session.run(wanted, dict(zip(names, inputs, strict=False))), strict=True):
-            store.append(np.asarray(result, dtype=np.float32))
+        results = session.run([o.name for o in metas], dict(zip(names, inputs, strict=False)))
+        if axes is None:
+            count = len(Split(inputs, None, split.axes))
+            axes = output_batch_axes(session.get_inputs(), split.axes or [], metas, results, count)
+        for store, result, axis in zip(outputs, results, axes, strict=True):
+            store.append(np.moveaxis(np.asarray(result, dtype=np.float32), axis, 0))
     return [np.concatenate(parts, axis=0) for parts in outputs]
+
+
+def output_batch_axes(
+    input_metas: list[Any], input_axes: list[int | None], output_metas: list[Any], results: list[Any], count: int
+) -> list[int]:
+    """The axis each output holds its samples on (a recurrent state's ``[2, batch, 128]``: 1).
+
+    The axis whose symbolic dim is the inputs' batch dim, else the first axis
+    as long as the batch of ``count`` samples that made ``results``, else 0.
+    """
+    batch_dims = {
+        meta.shape[axis]
+        for meta, axis in zip(input_metas, input_axes, strict=False)
+        if axis is not None and axis < len(meta.shape or []) and isinstance(meta.shape[axis], str)
+    }
+    axes = []
+    for meta, result in zip(output_metas, results, strict=True):
+        named = [i for i, dim in enumerate(meta.shape or []) if isinstance(dim, str) and dim in batch_dims]
+        sized = [i for i, size in enumerate(np.shape(result)) if size == count]
+        axes.append((named or sized or [0])[0])
+    return axes
 
 
 def output_kind(outputs: np.ndarray, labels: np.ndarray | None = None, name: str = "", declared: str = "auto") -> str:
@@ -85,9 +111,13 @@ def faithfulness(outputs: np.ndarray, reference: np.ndarray, kind: str = "tensor
     the worst sample's cosine otherwise. A sample whose float output is
     (near) zero has no direction: it counts as faithful when the quantized
     output is near zero too, and ``degenerate`` says how many there were.
+    An output of one value per sample (a score, a probability) is judged as
+    one vector over the samples: the cosine of the column, and its SQNR.
     """
     a = outputs.reshape(len(outputs), -1).astype(np.float64)
     b = reference.reshape(len(reference), -1).astype(np.float64)
+    if a.shape[1] == 1 and len(a) > 1:  # one value per sample: its own cosine is its sign; judge the column
+        a, b = a.T, b.T
     norm_a, norm_b = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
     degenerate = norm_b < NORM_EPSILON
     cos = (a * b).sum(1) / np.maximum(norm_a * norm_b, NORM_EPSILON**2)

@@ -163,7 +163,7 @@ class Measurer:
             self.sittings = [SittingResult.from_record(r) for r in records]
             self.sitting_cached = True
         else:
-            pool = self.split().inputs
+            pool = self.split()
             self.sittings = []
             for provider in self.run.providers:
                 self.run.progress("latency", provider=provider, batch_size=max(self.spec.batch_sizes))

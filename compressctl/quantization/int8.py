@@ -53,10 +53,8 @@ class CalibrationReader:
             return None
         start = self.position * self.batch_size
         self.position += 1
-        return {
-            name: array[start : start + self.batch_size]
-            for name, array in zip(self.names, self.split.inputs, strict=False)
-        }
+        window = self.split.rows(slice(start, start + self.batch_size))
+        return dict(zip(self.names, window, strict=False))
 
     def rewind(self) -> None:
         self.position, self.end = 0, self.count
@@ -64,7 +62,7 @@ class CalibrationReader:
 
 def calibration_batch_size(split: Any, wanted: int) -> int:
     """``wanted``, made smaller where one batch's input would pass the memory budget."""
-    per_sample = sum(a[:1].nbytes for a in split.inputs) or 1
+    per_sample = split.sample_bytes() or 1
     return max(1, min(wanted, CALIBRATION_INPUT_BUDGET // per_sample))
 
 

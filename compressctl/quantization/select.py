@@ -193,7 +193,7 @@ def time_candidates(
     )
     models = {s["candidate"]: Path(s["path"]) for s in usable}
     sitting = Sitting(models, provider=provider, threads=spec.threads or default_threads(), settings=settings)
-    feeds = {n: batch_feeds(session.get_inputs(), judge.split.inputs, batch) for n, session in sitting.sessions.items()}
+    feeds = {n: batch_feeds(session.get_inputs(), judge.split, batch) for n, session in sitting.sessions.items()}
     result = sitting.time(feeds, batch)
     del sitting
     candidates = []

@@ -13,7 +13,16 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 DTYPES = ("float32", "float16", "int64", "int32", "bool")
 BUILTIN_DATA_SOURCES = ("digits", "random")
@@ -33,11 +42,21 @@ def check_factory(value: str) -> str:
 class InputSpec(Strict):
     name: str = Field(description="Input name, as the ONNX graph input.", min_length=1)
     shape: list[int | str] = Field(
-        description="Dimensions; a name (e.g. batch, seq) marks a dynamic dimension.", min_length=1
+        description=(
+            "Dimensions; a name (e.g. batch, seq) marks a dynamic dimension. The dim named batch is the batch "
+            "axis wherever it sits (e.g. [2, batch, 128]); without one, the first axis is. [] is a scalar."
+        ),
     )
     dtype: Literal["float32", "float16", "int64", "int32", "bool"] = Field("float32", description="Element type.")
     range: tuple[float, float] | None = Field(
         None, description="Value range for generated data, e.g. [0, 1000] for token ids."
+    )
+    value: float | int | bool | list[Any] | None = Field(
+        None,
+        description=(
+            "A constant fed as it is with every batch, never batched (e.g. a sample rate); "
+            "its shape and dtype must match shape and dtype."
+        ),
     )
 
     @field_validator("shape")
@@ -49,6 +68,55 @@ class InputSpec(Strict):
             if isinstance(dim, str) and not dim.isidentifier():
                 raise ValueError(f"a named dimension must be an identifier (got '{dim}')")
         return shape
+
+    @field_validator("value")
+    @classmethod
+    def _value_fits(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None or "shape" not in info.data or "dtype" not in info.data:
+            return value
+        check_constant(value, info.data["shape"], info.data["dtype"])
+        return value
+
+    @property
+    def batch_axis(self) -> int | None:
+        """The axis samples are stacked on: the dim named ``batch``, else the first; None for a constant."""
+        if self.value is not None or not self.shape:
+            return None
+        return self.shape.index("batch") if "batch" in self.shape else 0
+
+
+def value_shape(value: Any) -> list[int] | None:
+    """Shape of a scalar or a nested list; None when the nesting is ragged."""
+    if not isinstance(value, list):
+        return []
+    inner = [value_shape(v) for v in value]
+    if any(s is None or s != inner[0] for s in inner):
+        return None
+    return [len(value), *(inner[0] if inner else [])]
+
+
+def leaves(value: Any) -> list[Any]:
+    return [leaf for v in value for leaf in leaves(v)] if isinstance(value, list) else [value]
+
+
+def check_constant(value: Any, shape: list[int | str], dtype: str) -> None:
+    """A constant input's ``value`` must have the input's shape and element type."""
+    named = [d for d in shape if isinstance(d, str)]
+    if named:
+        raise ValueError(f"a constant input has a fixed shape; shape names {named[0]!r}")
+    found = value_shape(value)
+    if found is None:
+        raise ValueError("the nested lists are ragged")
+    if found != shape:
+        raise ValueError(f"has shape {found}, but shape is {shape}")
+    wrong = {
+        "bool": lambda v: not isinstance(v, bool),
+        "int64": lambda v: isinstance(v, bool) or not isinstance(v, int),
+        "int32": lambda v: isinstance(v, bool) or not isinstance(v, int) or not -(2**31) <= v < 2**31,
+    }.get(dtype, lambda v: isinstance(v, bool) or not isinstance(v, (int, float)))
+    bad = next((v for v in leaves(value) if wrong(v)), None)
+    if bad is not None:
+        raise ValueError(f"{bad!r} does not fit dtype {dtype}")
 
 
 class ModelRef(Strict):

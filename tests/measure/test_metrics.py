@@ -67,3 +67,32 @@ def test_accuracy_is_never_reported_for_a_non_classifier() -> None:
     assert judged_metric("accuracy", "embedding", has_labels=True) == "fidelity"
     assert judged_metric("accuracy", "classes", has_labels=False) == "fidelity"
     assert judged_metric("accuracy", "classes", has_labels=True) == "accuracy"
+
+
+def test_one_value_per_sample_is_judged_over_the_samples_not_by_its_sign() -> None:
+    """A speech probability halved on a third of the samples: each sample's own cosine would still be 1."""
+    reference = np.random.default_rng(0).uniform(0.05, 0.95, (30, 1))
+    quantized = reference.copy()
+    quantized[::3] *= 0.2
+    found = faithfulness(quantized, reference, "regression")
+    assert found["fidelity"] == found["cosine_min"] < 0.95
+    assert faithfulness(reference, reference, "regression")["fidelity"] == pytest.approx(1.0)
+
+
+def test_outputs_are_stacked_on_their_own_batch_axis(tmp_path) -> None:
+    """``stateN`` [2, batch, 4] comes back as [samples, 2, 4], equal to running each sample alone."""
+    from compressctl.data import Split
+    from compressctl.measure.latency import make_session
+    from compressctl.measure.metrics import predict_all
+    from tests.stateful_onnx import stateful_model
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((10, 8)).astype(np.float32)
+    state = rng.standard_normal((2, 10, 4)).astype(np.float32)
+    sr = np.array(16000, np.int64)
+    session = make_session(stateful_model(tmp_path / "m.onnx"))
+    prob, state_n = predict_all(session, Split([x, state, sr], None, [0, 1, None]), batch_size=4)
+    assert prob.shape == (10, 1) and state_n.shape == (10, 2, 4)
+    for i in (0, 5, 9):
+        alone = session.run(None, {"x": x[i : i + 1], "state": state[:, i : i + 1], "sr": sr})
+        assert np.allclose(prob[i], alone[0][0], atol=1e-6) and np.allclose(state_n[i], alone[1][:, 0], atol=1e-6)

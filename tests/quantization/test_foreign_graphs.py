@@ -132,3 +132,21 @@ def test_a_graph_that_symbolic_shape_inference_cannot_follow_still_quantizes(tmp
     details = quantize_details(tmp_path, recipe)
     assert "symbolic shape inference failed; pre-processing ran without it" in details["notes"]
     assert details["chosen"] and any("error" not in c for c in details["candidates"] if c["candidate"] != "float")
+
+
+def test_a_state_batched_on_axis_1_and_a_scalar_sample_rate_quantize_and_both_outputs_are_judged(
+    tmp_path: Path,
+) -> None:
+    """A streaming model (a VAD's shape): state [2, batch, 4], sr a constant; prob and stateN each judged."""
+    from tests.stateful_onnx import STATE_INPUTS, stateful_data, stateful_model
+
+    model = stateful_model(tmp_path / "m.onnx")
+    data = {"source": {"npz": str(stateful_data(tmp_path / "d.npz"))}, "batch_size": 16}
+    details = quantize_details(tmp_path, onnx_recipe(model, STATE_INPUTS, data))
+    assert details["judged_by"] == "cosine_min" and details["output_kind"] == "regression"
+    quantized = [c for c in details["candidates"] if c["candidate"] != "float" and "error" not in c]
+    assert quantized, details["candidates"]
+    for candidate in quantized:
+        assert set(candidate["outputs"]) == {"prob", "stateN"}
+        assert abs(candidate["judged_by"] - min(candidate["outputs"].values())) < 1e-6
+        assert 0.5 < candidate["judged_by"] <= 1.0 + 1e-9

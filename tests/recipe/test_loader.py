@@ -188,3 +188,32 @@ def test_schema_validates_example_recipe() -> None:
 
     for path in RECIPES:
         jsonschema.validate(yaml.safe_load(path.read_text()), recipe_schema())
+
+
+CONSTANT = BASE.replace(
+    "    - {name: x, shape: [batch, 1, 8, 8]}", "    - {name: x, shape: [batch, 1, 8, 8]}\n    - {name: sr, %s}"
+)
+
+
+@pytest.mark.parametrize(
+    "spec,fragment",
+    [
+        ("shape: [], dtype: int64, value: 16000.5", "16000.5 does not fit dtype int64"),
+        ("shape: [], dtype: int64, value: [16000]", "has shape [1], but shape is []"),
+        ("shape: [2], dtype: float32, value: [1, 2, 3]", "has shape [3], but shape is [2]"),
+        ("shape: [2], dtype: bool, value: [true, 1]", "1 does not fit dtype bool"),
+        ("shape: [batch], dtype: int64, value: [1]", "a constant input has a fixed shape; shape names 'batch'"),
+    ],
+)
+def test_a_constant_whose_value_disagrees_is_exit_2_naming_the_field(tmp_path: Path, cli, spec, fragment) -> None:
+    from compressctl.errors import EXIT_BAD_INPUT
+
+    result = cli("validate", write_recipe(tmp_path, CONSTANT % spec))
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert "recipe.yaml:7:" in result.stderr and "model.inputs[1].value: " in result.stderr, result.stderr
+    assert fragment in result.stderr and "Traceback" not in result.output
+
+
+def test_a_constant_that_fits_is_valid(tmp_path: Path) -> None:
+    recipe = load_recipe(write_recipe(tmp_path, CONSTANT % "shape: [], dtype: int64, value: 16000"))
+    assert recipe.model.inputs[1].value == 16000 and recipe.model.inputs[1].batch_axis is None
