@@ -145,7 +145,7 @@ def input_means(source: Path, layers: list[Layer], reader: Any, folder: Path) ->
     count = 0
     reader.rewind()
     for batch in iter(reader.get_next, None):
-        size = len(next(iter(batch.values())))
+        size = min(reader.batch_size, len(reader.split) - count)  # samples in this batch (the last may be short)
         sums = [s + size * m.astype(np.float64) for s, m in zip(sums, session.run(names, batch), strict=True)]
         count += size
     reader.rewind()

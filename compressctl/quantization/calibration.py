@@ -82,8 +82,7 @@ def calibration_method(name: str) -> Any:
 
 
 def histogram_batch_size(split: Any, wanted: int) -> int:
-    per_sample = sum(a[:1].nbytes for a in split.inputs) or 1
-    return max(1, min(wanted, HISTOGRAM_INPUT_BUDGET // per_sample))
+    return max(1, min(wanted, HISTOGRAM_INPUT_BUDGET // (split.sample_bytes() or 1)))
 
 
 def calibration_ranges(source: Path, reader: Any, calibration: str, op_types: list[str] | None, folder: Path) -> Path:
@@ -104,8 +103,8 @@ def calibration_ranges(source: Path, reader: Any, calibration: str, op_types: li
     feed = reader
     options: dict[str, Any] = {}
     if method != PLAIN:
-        per_sample = sum(a[:1].nbytes for a in reader.split.inputs) or 1
-        samples = reader.split.head(max(8, min(HISTOGRAM_SAMPLES, HISTOGRAM_INPUT_TOTAL // per_sample)))
+        count = HISTOGRAM_INPUT_TOTAL // (reader.split.sample_bytes() or 1)
+        samples = reader.split.head(max(8, min(HISTOGRAM_SAMPLES, count)))
         feed = type(reader)(samples, reader.names, histogram_batch_size(samples, reader.batch_size))
     if method == "entropy":
         options = {"num_bins": ENTROPY_BINS}
