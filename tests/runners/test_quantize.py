@@ -102,7 +102,10 @@ def test_fallback_returns_sensitive_nodes_to_float_until_drop_is_met(tmp_path: P
     # ... and returning the most sensitive nodes to float meets it.
     assert fallback["met"] and fallback["final_drop"] <= 0.01
     assert 1 <= len(fallback["float_nodes"]) < len(fallback["ranking"])
-    assert fallback["float_nodes"] == [r["node"] for r in fallback["ranking"][: len(fallback["float_nodes"])]]
+    # nodes go to float in ranking order; those the limit is met without go back to INT8 afterwards
+    added = [step["added"] for step in fallback["steps"] if "added" in step]
+    assert added == [r["node"] for r in fallback["ranking"][: len(added)]]
+    assert set(fallback["float_nodes"]) <= set(added)
     final = onnx.load(str(tmp_path / "out" / "model.onnx"))
     dequantized = {n.output[0] for n in final.graph.node if n.op_type == "DequantizeLinear"}
     convs = {n.name: n for n in final.graph.node if n.op_type == "Conv"}
