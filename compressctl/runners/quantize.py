@@ -25,7 +25,6 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from compressctl.artifact import Artifact
-from compressctl.errors import UserError
 from compressctl.fusion import fuse_encoder, looks_transformer
 from compressctl.quantization.fallback import run_fallback
 from compressctl.quantization.select import (
@@ -39,9 +38,12 @@ from compressctl.quantization.select import (
     time_candidates,
 )
 from compressctl.recipe.models import Strict
-from compressctl.runners.base import Runner, StageConfig
+from compressctl.runners.base import Runner, StageConfig, searched
 
 log = logging.getLogger("compressctl")
+
+INT8 = {"when": {"mode": ["static"]}}  # search tags of INT8-only options
+ONNX_INT8 = {"when": {"mode": ["static"]}, "models": "onnx"}
 
 
 class CalibrationConfig(Strict):
@@ -62,6 +64,7 @@ class QuantizeConfig(StageConfig):
             "static: INT8 with calibrated activations; dynamic: INT8 with activation ranges at run time; "
             "kmeans: weights clustered to a 2^bits codebook; int4: weight-only 4-bit MatMulNBits; fp16: float16."
         ),
+        json_schema_extra=searched(choices=["static", "kmeans"], optional=True),
     )
     format: Literal["auto", "qdq", "qoperator"] = Field(
         "auto", description="ONNX quantization format; auto picks the fastest measured on the provider."
@@ -70,14 +73,21 @@ class QuantizeConfig(StageConfig):
         "auto", description="static only: activation type; auto picks by measurement."
     )
     weight_type: Literal["auto", "int8", "uint8"] = Field("auto", description="Weight type; auto picks by measurement.")
-    per_channel: bool = Field(True, description="Per-output-channel weight scales.")
+    per_channel: bool = Field(
+        True,
+        description="Per-output-channel weight scales.",
+        json_schema_extra=searched(choices=[True, False], **ONNX_INT8),
+    )
     reduce_range: bool = Field(False, description="7-bit weights (for CPUs without VNNI, avoids saturation).")
     calibration: CalibrationConfig = Field(
         default_factory=CalibrationConfig,
         description="static: calibration method (minmax|entropy|percentile|distribution), samples from the training split.",
+        json_schema_extra=searched(choices=["minmax", "entropy", "percentile"], **ONNX_INT8),  # the method
     )
     op_types: list[str] | None = Field(None, description="Quantize only these op types (default: all supported).")
-    exclude_nodes: list[str] = Field(default_factory=list, description="Node names kept in float.")
+    exclude_nodes: list[str] = Field(
+        default_factory=list, description="Node names kept in float.", json_schema_extra=searched(per="node", **INT8)
+    )
     exclude_op_types: list[str] = Field(default_factory=list, description="Op types kept in float.")
     select_batch_size: int | None = Field(
         None, gt=0, description="Batch size the candidates are timed at (default: largest report batch size)."
@@ -121,6 +131,7 @@ class QuantizeConfig(StageConfig):
             "static/dynamic: largest metric drop (0.01 = 1 pt) on the validation split; when missed, the most "
             "sensitive quantized nodes return to float until it is met."
         ),
+        json_schema_extra=searched(choices=[None, 0.003, 0.001], **INT8),
     )
     repair: Literal["auto", "never"] = Field(
         "auto",
@@ -147,7 +158,13 @@ class QuantizeConfig(StageConfig):
         lt=1,
         description="static: SmoothQuant alpha (activation smoothing via ONNX Runtime; needs neural-compressor).",
     )
-    bits: int | None = Field(None, ge=2, le=8, description="kmeans only: index bits (2^bits centroids, default 4).")
+    bits: int | None = Field(
+        None,
+        ge=2,
+        le=8,
+        description="kmeans only: index bits (2^bits centroids, default 4).",
+        json_schema_extra=searched(choices=[4, 8], when={"mode": ["kmeans"]}),
+    )
     min_elements: int = Field(
         2048,
         gt=0,
@@ -250,6 +267,7 @@ class QuantizeRunner(Runner):
             calibration_batch_size,
             candidate_label,
             candidate_settings,
+            check_smooth_quant,
             preprocess,
             publish,
             quantize_candidate,
@@ -380,15 +398,3 @@ class QuantizeRunner(Runner):
 
 def failures(scores: list[dict[str, Any]]) -> str:
     return "; ".join(f"{s['candidate']}: {s['error'][:160]}" for s in scores if "error" in s)
-
-
-def check_smooth_quant(config: QuantizeConfig) -> None:
-    if config.smooth_quant is None:
-        return
-    import importlib.util
-
-    if importlib.util.find_spec("neural_compressor") is None:
-        raise UserError(
-            "quantize.smooth_quant: ONNX Runtime's SmoothQuant needs the neural-compressor package "
-            "(pip install neural-compressor)"
-        )

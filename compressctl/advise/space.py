@@ -1,0 +1,374 @@
+"""advise's search space: the runners' search tags, laid over the model's layers.
+
+A stage config field tagged with ``searched(...)`` (``compressctl.runners.base``)
+becomes one dimension of the space, or one per layer with ``per``:
+
+* ``prune.layer_amounts`` (``per: layer_group``): a pruning ratio for each of
+  Torch-Pruning's dependency groups (layers a residual add couples lose the same
+  channels, so they share one ratio);
+* ``quantize.exclude_nodes`` (``per: node``): float or INT8 for each of the
+  ``MAX_FLOAT_NODES`` nodes that INT8 hurts most in the sensitivity analysis;
+* any other tagged field: one dimension (``prune.importance``, ``quantize.mode``,
+  ``quantize.bits``, ``lowrank.ratio`` or ``energy``…).
+
+Built-in runners are always searched. A third-party runner's tagged fields are
+searched when the recipe lists its stage (a template, as the finetune and quantize
+stages are); torch stages only, since the proxies run the torch stages.
+
+The sensitivity analysis bounds and seeds the space: a group whose one-shot pruning
+costs far more accuracy than the others may lose at most ``SENSITIVE_BOUND``; one
+starting point prunes hardest where the latency share is high and the sensitivity
+low (as AMC and HAQ start from the layers that are cheap to compress and dominate
+latency).
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_FLOAT_NODES = 8  # quantized nodes whose float-or-INT8 choice is searched
+SENSITIVE_DROP = 0.05  # a group losing more than this (and twice the median) at 50 % one-shot pruning is sensitive
+SENSITIVE_BOUND = 0.5  # the most a sensitive group may lose
+ORDER = "advise.lowrank_order"  # not a runner option: low-rank before or after pruning (the stage order)
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One choice of the search: ``name`` is the parameter, ``stage``/``field`` what it sets.
+
+    ``kind`` float: ``choices`` is the grid ``low..high`` by ``step``. ``target``:
+    the layer group or node of a per-layer dimension. ``when``: (parameter, allowed
+    values) pairs that must hold for the dimension to be chosen at all. ``settings``:
+    for fields joined by ``one_of``, the (field, value) each choice sets.
+    """
+
+    name: str
+    stage: str
+    field: str
+    choices: tuple[Any, ...]
+    kind: str = "categorical"
+    step: float | None = None
+    per: str | None = None
+    target: str | None = None
+    when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    settings: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def low(self) -> float:
+        return self.choices[0]
+
+    @property
+    def high(self) -> float:
+        return self.choices[-1]
+
+    def active(self, values: dict[str, Any]) -> bool:
+        return all(name in values and values[name] in allowed for name, allowed in self.when)
+
+
+@dataclass
+class Layer:
+    """A layer group (pruning) or a quantized node, with what the RL agent embeds."""
+
+    name: str  # the group's first layer, or the node's layer (its weight's name)
+    kind: str  # conv, linear or node
+    members: list[str]  # layers pruned together, or the node's ONNX names
+    shape: list[int] = field(default_factory=list)  # weight shape of the first layer
+    macs_share: float = 0.0
+    latency_share: float = 0.0
+    sensitivity: float = 0.0  # accuracy drop: 50 % one-shot pruning, or this node alone in INT8
+    upper: float = 1.0  # the most the group may lose
+
+
+@dataclass
+class Proposal:
+    """What a strategy asks to evaluate: parameter values, and its own record of them (``handle``)."""
+
+    number: int
+    values: dict[str, Any]
+    handle: Any = None  # an Optuna trial, or the RL agent's log-probability of its actions
+
+
+@dataclass
+class Space:
+    dimensions: list[Dimension]
+    layers: dict[str, Layer]  # per-layer dimension name → its layer
+    onnx_only: bool = False
+
+    def sample(self, choose: Callable[[Dimension], Any]) -> dict[str, Any]:
+        """Parameter values, dimension by dimension in order (``choose`` is asked only for active ones)."""
+        values: dict[str, Any] = {}
+        for dimension in self.dimensions:
+            if dimension.active(values):
+                values[dimension.name] = choose(dimension)
+        return values
+
+    def fill(self, point: dict[str, Any]) -> dict[str, Any]:
+        """``point`` completed with each missing active dimension's first choice."""
+        return self.sample(lambda d: point.get(d.name, d.choices[0]))
+
+    def candidate(self, values: dict[str, Any]) -> dict[str, Any]:
+        return to_candidate(self, values)
+
+
+# -- from tags to dimensions ----------------------------------------------------------------------
+
+
+def search_tags(config_model: Any) -> dict[str, dict[str, Any]]:
+    """``{field: tag}`` of a stage config's tagged fields."""
+    found = {}
+    for name, info in config_model.model_fields.items():
+        extra = info.json_schema_extra
+        if isinstance(extra, dict) and isinstance(extra.get("search"), dict):
+            found[name] = dict(extra["search"])
+    return found
+
+
+def grid(low: float, high: float, step: float) -> tuple[float, ...]:
+    count = round((high - low) / step)
+    return tuple(round(low + i * step, 6) for i in range(count + 1))
+
+
+def stage_dimensions(
+    stage: str, config_model: Any, layers: dict[str, list[Layer]], onnx_only: bool
+) -> tuple[list[Dimension], dict[str, Layer]]:
+    """The dimensions one stage's tags give (per-layer ones expanded over ``layers[per]``)."""
+    tags = {
+        name: tag
+        for name, tag in search_tags(config_model).items()
+        if tag.get("models") in (None, "onnx" if onnx_only else "torch")
+    }
+    # the switch (an optional field: None leaves the stage out) comes first; the others depend on it
+    switch = next((n for n, t in tags.items() if t.get("optional") and not onnx_only), None)
+    dims: list[Dimension] = []
+    per_layer: dict[str, Layer] = {}
+    joined: dict[str, list[tuple[str, Any]]] = {}
+    ordered = sorted(tags, key=lambda n: (n != switch, "when" in tags[n]))
+    for name in ordered:
+        tag = tags[name]
+        when = tuple((f"{stage}.{k}", tuple(v)) for k, v in tag.get("when", {}).items())
+        if switch and name != switch:
+            allowed = tuple(c for c in tags[switch]["choices"])
+            when = ((f"{stage}.{switch}", allowed), *when)
+        if tag.get("one_of"):
+            joined.setdefault(tag["one_of"], []).extend((name, c) for c in tag["choices"])
+            continue
+        if tag.get("per"):
+            for layer in layers.get(tag["per"], []):
+                dim = per_layer_dimension(stage, name, tag, layer, when)
+                dims.append(dim)
+                per_layer[dim.name] = layer
+            continue
+        choices = tuple(tag["choices"]) if "choices" in tag else grid(*tag["range"], tag["step"])
+        if name == switch:
+            choices = (None, *choices)
+        kind = "float" if "range" in tag else "categorical"
+        dims.append(Dimension(f"{stage}.{name}", stage, name, choices, kind, tag.get("step"), when=when))
+    for group, settings in joined.items():
+        labels = tuple(f"{f} {v:g}" if isinstance(v, float) else f"{f} {v}" for f, v in settings)
+        first = tags[settings[0][0]]
+        when = ((f"{stage}.{switch}", tuple(tags[switch]["choices"])),) if switch else ()
+        when += tuple((f"{stage}.{k}", tuple(v)) for k, v in first.get("when", {}).items())
+        dims.append(Dimension(f"{stage}.{group}", stage, group, labels, when=when, settings=tuple(settings)))
+    return dims, per_layer
+
+
+def per_layer_dimension(
+    stage: str, name: str, tag: dict[str, Any], layer: Layer, when: tuple[tuple[str, tuple[Any, ...]], ...]
+) -> Dimension:
+    dim_name = f"{stage}.{name}:{layer.name}"
+    if "range" in tag:
+        low, high = tag["range"]
+        high = max(low, min(high, layer.upper))
+        return Dimension(
+            dim_name, stage, name, grid(low, high, tag["step"]), "float", tag["step"], tag["per"], layer.name, when
+        )
+    choices = tuple(tag.get("choices", (False, True)))  # a node: True keeps it in float
+    return Dimension(dim_name, stage, name, choices, per=tag["per"], target=layer.name, when=when)
+
+
+def searched_runners(recipe_types: set[str], onnx_only: bool) -> dict[str, Any]:
+    """Stage type → config model: the built-ins, and third-party stages the recipe lists."""
+    from compressctl.registry import BUILTIN_RUNNERS, registry
+
+    builtin = {target.partition(":")[0] for target in BUILTIN_RUNNERS}
+    found = {}
+    for stage, runner in registry.all().items():
+        if runner.__module__ not in builtin and (stage not in recipe_types or runner.consumes == "onnx"):
+            continue
+        if onnx_only and runner.consumes == "torch":
+            continue
+        found[stage] = runner.config_model
+    return found
+
+
+def space_from(runners: dict[str, Any], layers: dict[str, list[Layer]], onnx_only: bool) -> Space:
+    """The space of ``runners``' tags over ``layers`` (``{"layer_group": [...], "node": [...]}``)."""
+    dimensions: list[Dimension] = []
+    per_layer: dict[str, Layer] = {}
+    for stage, config_model in runners.items():
+        dims, found = stage_dimensions(stage, config_model, layers, onnx_only)
+        dimensions += dims
+        per_layer.update(found)
+        switch = next((d for d in dims if d.stage == "lowrank" and d.choices[0] is None), None)
+        if switch is not None:  # low-rank before or after pruning: the stage order is advise's own choice
+            dimensions.append(
+                Dimension(
+                    ORDER, "advise", "lowrank_order", ("after", "before"), when=((switch.name, switch.choices[1:]),)
+                )
+            )
+    return Space(dimensions, per_layer, onnx_only)
+
+
+def build_space(bench: Any, analysis: dict[str, Any] | None = None) -> Space:
+    """The space for the workbench's model, bounded and described by the sensitivity ``analysis``."""
+    analysis = analysis or {}
+    onnx_only = bench.module is None
+    layers = {"node": node_layers(bench, analysis)}
+    if not onnx_only:
+        layers["layer_group"] = group_layers(bench, analysis)
+    recipe_types = {stage.type for stage in bench.recipe.stages}
+    return space_from(searched_runners(recipe_types, onnx_only), layers, onnx_only)
+
+
+# -- the model's layers ------------------------------------------------------------------------------
+
+
+def layer_macs(module: Any, example: tuple[Any, ...]) -> dict[str, tuple[int, list[int]]]:
+    """Conv and Linear layers → (MACs per sample, weight shape), from one forward pass."""
+    import torch
+    from torch import nn
+
+    found: dict[str, tuple[int, list[int]]] = {}
+    handles = []
+    for name, child in module.named_modules():
+        if isinstance(child, (nn.modules.conv._ConvNd, nn.Linear)):
+
+            def hook(layer: Any, _inputs: Any, out: Any, name: str = name) -> None:
+                per_output = layer.weight[0].numel()
+                found[name] = (int(out.numel() // out.shape[0] * per_output), list(layer.weight.shape))
+
+            handles.append(child.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            module(*example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found
+
+
+def group_layers(bench: Any, analysis: dict[str, Any]) -> list[Layer]:
+    """Torch-Pruning's groups of the baseline, with their MACs and latency shares, sensitivity and bound."""
+    from compressctl.pruning.structured import prunable_groups
+
+    module = copy.deepcopy(bench.module).eval()
+    example = bench.example()
+    macs = layer_macs(module, example)
+    total = sum(m for m, _ in macs.values()) or 1
+    drops = analysis.get("prune", {})
+    shares = analysis.get("latency_share", {})
+    layers = []
+    for first, members in prunable_groups(module, example).items():
+        layers.append(
+            Layer(
+                name=first,
+                kind="conv" if len(macs.get(first, (0, []))[1]) > 2 else "linear",
+                members=members,
+                shape=macs.get(first, (0, []))[1],
+                macs_share=round(sum(macs.get(m, (0, []))[0] for m in members) / total, 4),
+                latency_share=round(sum(shares.get(m, 0.0) for m in members), 4),
+                sensitivity=max((drops.get(m, {}).get("0.5", 0.0) for m in members), default=0.0),
+            )
+        )
+    bound_sensitive(layers)
+    return layers
+
+
+def bound_sensitive(layers: list[Layer]) -> None:
+    """Groups that lose far more than the others at 50 % one-shot pruning may lose at most ``SENSITIVE_BOUND``."""
+    if len(layers) < 2:
+        return
+    median = statistics.median(layer.sensitivity for layer in layers)
+    for layer in layers:
+        if layer.sensitivity > max(SENSITIVE_DROP, 2 * median):
+            layer.upper = SENSITIVE_BOUND
+
+
+def node_layers(bench: Any, analysis: dict[str, Any]) -> list[Layer]:
+    """The ``MAX_FLOAT_NODES`` nodes INT8 hurts most (the analysis's quantization sensitivity)."""
+    from compressctl.advise.sensitivity import node_layers as onnx_node_layers
+
+    drops = analysis.get("quantize", {})
+    if not drops or bench.baseline_path is None:
+        return []
+    names: dict[str, list[str]] = {}
+    for node, label in onnx_node_layers(bench.baseline_path).items():
+        names.setdefault(label, []).append(node)
+    shares = analysis.get("latency_share", {})
+    worst = sorted((label for label in drops if label in names), key=lambda label: -drops[label])
+    return [
+        Layer(label, "node", names[label], latency_share=shares.get(label, 0.0), sensitivity=drops[label])
+        for label in worst[:MAX_FLOAT_NODES]
+    ]
+
+
+# -- from values to a candidate ------------------------------------------------------------------------
+
+
+def stage_settings(space: Space, values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{stage: {field: value}}`` of the chosen values (per-layer ones gathered into their field)."""
+    stages: dict[str, dict[str, Any]] = {}
+    for dim in space.dimensions:
+        if dim.name not in values:
+            continue
+        value = values[dim.name]
+        settings = stages.setdefault(dim.stage, {})
+        if dim.per == "layer_group":
+            members = space.layers[dim.name].members
+            settings.setdefault(dim.field, {}).update({member: round(float(value), 4) for member in members})
+        elif dim.per == "node":
+            settings.setdefault(dim.field, [])
+            if value is True:
+                settings[dim.field] += space.layers[dim.name].members
+        elif dim.settings:
+            name, setting = dict(zip(dim.choices, dim.settings, strict=True))[value]
+            settings[name] = setting
+        else:
+            settings[dim.field] = value
+    return stages
+
+
+def to_candidate(space: Space, values: dict[str, Any]) -> dict[str, Any]:
+    """The candidate dict ``advise.recipes`` reads: built-in stages under their keys, other stages as ``stage.field``."""
+    stages = stage_settings(space, values)
+    candidate: dict[str, Any] = {}
+    prune = stages.pop("prune", {})
+    if "layer_amounts" in prune:
+        candidate["layer_amounts"] = prune["layer_amounts"]
+        candidate["importance"] = prune.get("importance", "l1")
+    lowrank = stages.pop("lowrank", {})
+    if lowrank.get("method"):
+        candidate["lowrank"] = {k: lowrank[k] for k in ("ratio", "energy") if k in lowrank}
+        candidate["lowrank_order"] = stages.get("advise", {}).get("lowrank_order", "after")
+    stages.pop("advise", None)
+    candidate.update(quantize_keys(stages.pop("quantize", {})))
+    for stage, settings in stages.items():
+        candidate.update({f"{stage}.{name}": value for name, value in settings.items()})
+    return candidate
+
+
+def quantize_keys(settings: dict[str, Any]) -> dict[str, Any]:
+    mode = settings.get("mode")
+    if mode == "kmeans":
+        return {"quantize": "kmeans", "bits": settings.get("bits", 4)}
+    if mode != "static":
+        return {"quantize": "float"}
+    keys: dict[str, Any] = {"quantize": "int8", "float_fallback": settings.get("max_accuracy_drop")}
+    if settings.get("exclude_nodes"):
+        keys["float_nodes"] = sorted(settings["exclude_nodes"])
+    keys.update({k: settings[k] for k in ("per_channel", "calibration") if k in settings})
+    return keys
