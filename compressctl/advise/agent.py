@@ -24,7 +24,8 @@ import math
 import statistics
 from typing import Any
 
-from compressctl.advise.space import Dimension, Layer, Proposal, Space
+from compressctl.advise.layers import Layer
+from compressctl.advise.space import Dimension, Proposal, Space
 
 HIDDEN = 32
 LEARNING_RATE = 0.05

@@ -180,8 +180,10 @@ def trial_record(
     return record
 
 
-def describe_lowrank(rule: dict[str, float]) -> str:
-    return f"{LOWRANK_METHOD} " + " ".join(f"{k} {v:g}" for k, v in rule.items())
+def describe_lowrank(rule: dict[str, Any]) -> str:
+    words = [f"{k} {v:g}" for k, v in rule.items() if k != "layer_ratios"]
+    words += [f"{k}={v:g}" for k, v in (rule.get("layer_ratios") or {}).items()]
+    return f"{LOWRANK_METHOD} " + " ".join(words)
 
 
 def describe_quantization(candidate: dict[str, Any]) -> str | None:

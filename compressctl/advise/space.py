@@ -6,6 +6,8 @@ becomes one dimension of the space, or one per layer with ``per``:
 * ``prune.layer_amounts`` (``per: layer_group``): a pruning ratio for each of
   Torch-Pruning's dependency groups (layers a residual add couples lose the same
   channels, so they share one ratio);
+* ``lowrank.layer_ratios`` (``per: layer``): a rank ratio (or the stage's rule)
+  for each conv larger than 1×1;
 * ``quantize.exclude_nodes`` (``per: node``): float or INT8 for each of the
   ``MAX_FLOAT_NODES`` nodes that INT8 hurts most in the sensitivity analysis;
 * any other tagged field: one dimension (``prune.importance``, ``quantize.mode``,
@@ -24,15 +26,12 @@ latency).
 
 from __future__ import annotations
 
-import copy
-import statistics
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-MAX_FLOAT_NODES = 8  # quantized nodes whose float-or-INT8 choice is searched
-SENSITIVE_DROP = 0.05  # a group losing more than this (and twice the median) at 50 % one-shot pruning is sensitive
-SENSITIVE_BOUND = 0.5  # the most a sensitive group may lose
+from compressctl.advise.layers import Layer
+
 ORDER = "advise.lowrank_order"  # not a runner option: low-rank before or after pruning (the stage order)
 
 
@@ -67,20 +66,6 @@ class Dimension:
 
     def active(self, values: dict[str, Any]) -> bool:
         return all(name in values and values[name] in allowed for name, allowed in self.when)
-
-
-@dataclass
-class Layer:
-    """A layer group (pruning) or a quantized node, with what the RL agent embeds."""
-
-    name: str  # the group's first layer, or the node's layer (its weight's name)
-    kind: str  # conv, linear or node
-    members: list[str]  # layers pruned together, or the node's ONNX names
-    shape: list[int] = field(default_factory=list)  # weight shape of the first layer
-    macs_share: float = 0.0
-    latency_share: float = 0.0
-    sensitivity: float = 0.0  # accuracy drop: 50 % one-shot pruning, or this node alone in INT8
-    upper: float = 1.0  # the most the group may lose
 
 
 @dataclass
@@ -225,95 +210,16 @@ def space_from(runners: dict[str, Any], layers: dict[str, list[Layer]], onnx_onl
 
 def build_space(bench: Any, analysis: dict[str, Any] | None = None) -> Space:
     """The space for the workbench's model, bounded and described by the sensitivity ``analysis``."""
+    from compressctl.advise.layers import conv_layers, group_layers, node_layers
+
     analysis = analysis or {}
     onnx_only = bench.module is None
     layers = {"node": node_layers(bench, analysis)}
     if not onnx_only:
         layers["layer_group"] = group_layers(bench, analysis)
+        layers["layer"] = conv_layers(bench, analysis)
     recipe_types = {stage.type for stage in bench.recipe.stages}
     return space_from(searched_runners(recipe_types, onnx_only), layers, onnx_only)
-
-
-# -- the model's layers ------------------------------------------------------------------------------
-
-
-def layer_macs(module: Any, example: tuple[Any, ...]) -> dict[str, tuple[int, list[int]]]:
-    """Conv and Linear layers → (MACs per sample, weight shape), from one forward pass."""
-    import torch
-    from torch import nn
-
-    found: dict[str, tuple[int, list[int]]] = {}
-    handles = []
-    for name, child in module.named_modules():
-        if isinstance(child, (nn.modules.conv._ConvNd, nn.Linear)):
-
-            def hook(layer: Any, _inputs: Any, out: Any, name: str = name) -> None:
-                per_output = layer.weight[0].numel()
-                found[name] = (int(out.numel() // out.shape[0] * per_output), list(layer.weight.shape))
-
-            handles.append(child.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            module(*example)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return found
-
-
-def group_layers(bench: Any, analysis: dict[str, Any]) -> list[Layer]:
-    """Torch-Pruning's groups of the baseline, with their MACs and latency shares, sensitivity and bound."""
-    from compressctl.pruning.structured import prunable_groups
-
-    module = copy.deepcopy(bench.module).eval()
-    example = bench.example()
-    macs = layer_macs(module, example)
-    total = sum(m for m, _ in macs.values()) or 1
-    drops = analysis.get("prune", {})
-    shares = analysis.get("latency_share", {})
-    layers = []
-    for first, members in prunable_groups(module, example).items():
-        layers.append(
-            Layer(
-                name=first,
-                kind="conv" if len(macs.get(first, (0, []))[1]) > 2 else "linear",
-                members=members,
-                shape=macs.get(first, (0, []))[1],
-                macs_share=round(sum(macs.get(m, (0, []))[0] for m in members) / total, 4),
-                latency_share=round(sum(shares.get(m, 0.0) for m in members), 4),
-                sensitivity=max((drops.get(m, {}).get("0.5", 0.0) for m in members), default=0.0),
-            )
-        )
-    bound_sensitive(layers)
-    return layers
-
-
-def bound_sensitive(layers: list[Layer]) -> None:
-    """Groups that lose far more than the others at 50 % one-shot pruning may lose at most ``SENSITIVE_BOUND``."""
-    if len(layers) < 2:
-        return
-    median = statistics.median(layer.sensitivity for layer in layers)
-    for layer in layers:
-        if layer.sensitivity > max(SENSITIVE_DROP, 2 * median):
-            layer.upper = SENSITIVE_BOUND
-
-
-def node_layers(bench: Any, analysis: dict[str, Any]) -> list[Layer]:
-    """The ``MAX_FLOAT_NODES`` nodes INT8 hurts most (the analysis's quantization sensitivity)."""
-    from compressctl.advise.sensitivity import node_layers as onnx_node_layers
-
-    drops = analysis.get("quantize", {})
-    if not drops or bench.baseline_path is None:
-        return []
-    names: dict[str, list[str]] = {}
-    for node, label in onnx_node_layers(bench.baseline_path).items():
-        names.setdefault(label, []).append(node)
-    shares = analysis.get("latency_share", {})
-    worst = sorted((label for label in drops if label in names), key=lambda label: -drops[label])
-    return [
-        Layer(label, "node", names[label], latency_share=shares.get(label, 0.0), sensitivity=drops[label])
-        for label in worst[:MAX_FLOAT_NODES]
-    ]
 
 
 # -- from values to a candidate ------------------------------------------------------------------------
@@ -327,9 +233,11 @@ def stage_settings(space: Space, values: dict[str, Any]) -> dict[str, dict[str, 
             continue
         value = values[dim.name]
         settings = stages.setdefault(dim.stage, {})
-        if dim.per == "layer_group":
+        if dim.per in ("layer_group", "layer"):  # a ratio per layer: None leaves the layer to the stage's rule
             members = space.layers[dim.name].members
-            settings.setdefault(dim.field, {}).update({member: round(float(value), 4) for member in members})
+            ratios = settings.setdefault(dim.field, {})
+            if value is not None:
+                ratios.update({member: round(float(value), 4) for member in members})
         elif dim.per == "node":
             settings.setdefault(dim.field, [])
             if value is True:
@@ -352,7 +260,7 @@ def to_candidate(space: Space, values: dict[str, Any]) -> dict[str, Any]:
         candidate["importance"] = prune.get("importance", "l1")
     lowrank = stages.pop("lowrank", {})
     if lowrank.get("method"):
-        candidate["lowrank"] = {k: lowrank[k] for k in ("ratio", "energy") if k in lowrank}
+        candidate["lowrank"] = {k: lowrank[k] for k in ("ratio", "energy", "layer_ratios") if lowrank.get(k)}
         candidate["lowrank_order"] = stages.get("advise", {}).get("lowrank_order", "after")
     stages.pop("advise", None)
     candidate.update(quantize_keys(stages.pop("quantize", {})))

@@ -66,8 +66,9 @@ def searched(**tag: Any) -> dict[str, Any]:
     """``json_schema_extra`` of a config field that ``compressctl advise`` may search (its search tag).
 
     ``choices=[...]`` (categorical) or ``range=[low, high], step=s`` (a float grid);
-    ``per="layer_group" | "node"``: one dimension per prunable layer group or per
-    quantized node; ``when={"field": [values]}``: only when another field of the
+    ``per="layer_group" | "layer" | "node"``: one dimension per prunable layer group,
+    per decomposable conv or per quantized node (a dict or list field: its entries);
+    ``when={"field": [values]}``: only when another field of the
     stage has one of those values; ``optional=True``: ``None`` joins the choices and
     leaves the stage out; ``one_of="name"``: fields sharing the name form one
     dimension (each choice sets one of them); ``models="torch" | "onnx"``: only for

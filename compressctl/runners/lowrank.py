@@ -51,6 +51,11 @@ class LowRankConfig(StageConfig):
         description="Keep the smallest rank that retains this fraction of squared singular values.",
         json_schema_extra=searched(choices=[0.9], one_of="rank"),
     )
+    layer_ratios: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per-layer rank ratio by module-name glob pattern, e.g. {'layer3.*': 0.3}; others follow ratio/energy.",
+        json_schema_extra=searched(per="layer", choices=[None, 0.3, 0.5, 0.7]),  # None: the stage's rule
+    )
     layers: list[str] = Field(
         default_factory=lambda: ["*"], description="Module names (glob patterns) that may be decomposed."
     )
@@ -65,6 +70,9 @@ class LowRankConfig(StageConfig):
     def _one_rank_rule(self) -> LowRankConfig:
         if self.ratio is not None and self.energy is not None:
             raise ValueError("give at most one of 'ratio' or 'energy' (neither: ranks chosen by VBMF)")
+        for pattern, value in self.layer_ratios.items():
+            if not 0 < value <= 1:
+                raise ValueError(f"layer_ratios['{pattern}'] must be in (0, 1] (got {value})")
         return self
 
     @property

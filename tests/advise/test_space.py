@@ -8,7 +8,8 @@ from typing import Literal
 import pytest
 from pydantic import Field
 
-from compressctl.advise.space import Layer, searched_runners, space_from
+from compressctl.advise.layers import Layer
+from compressctl.advise.space import searched_runners, space_from
 from compressctl.pruning.importance import SEARCHED_IMPORTANCES
 from compressctl.runners.base import Runner, StageConfig, searched
 
@@ -17,10 +18,13 @@ GROUPS = [
     Layer("layer1.conv1", "conv", ["layer1.conv1"], [16, 16, 3, 3], 0.5, latency_share=0.1, sensitivity=0.2, upper=0.5),
 ]
 NODES = [Layer("layer1.conv1", "node", ["/layer1/conv1/Conv"], sensitivity=0.01)]
+CONVS = [Layer("layer1.conv1", "conv", ["layer1.conv1"], [16, 16, 3, 3])]
 
 
 def torch_space(recipe_types: frozenset[str] = frozenset()):
-    return space_from(searched_runners(set(recipe_types), False), {"layer_group": GROUPS, "node": NODES}, False)
+    return space_from(
+        searched_runners(set(recipe_types), False), {"layer_group": GROUPS, "node": NODES, "layer": CONVS}, False
+    )
 
 
 def dims(space) -> dict:
@@ -38,6 +42,7 @@ def test_builtin_tags_give_the_space_with_per_layer_dimensions():
     assert found["quantize.exclude_nodes:layer1.conv1"].choices == (False, True)
     assert found["lowrank.rank"].choices == ("ratio 0.3", "ratio 0.5", "ratio 0.7", "energy 0.9")
     assert found["advise.lowrank_order"].choices == ("after", "before")
+    assert found["lowrank.layer_ratios:layer1.conv1"].choices == (None, 0.3, 0.5, 0.7)  # None: the stage's rule
     assert "quantize.per_channel" not in found  # an ONNX-only option
 
 
@@ -51,6 +56,7 @@ def test_values_become_the_candidate_keys_recipes_read():
             "lowrank.method": "tucker",
             "lowrank.rank": "energy 0.9",
             "advise.lowrank_order": "before",
+            "lowrank.layer_ratios:layer1.conv1": 0.3,
             "quantize.mode": "static",
             "quantize.max_accuracy_drop": 0.001,
             "quantize.exclude_nodes:layer1.conv1": True,
@@ -60,7 +66,7 @@ def test_values_become_the_candidate_keys_recipes_read():
     assert space.candidate(values) == {
         "layer_amounts": {"stem.0": 0.25, "layer1.conv2": 0.25, "layer1.conv1": 0.5},  # a group shares one ratio
         "importance": "bn_scale",
-        "lowrank": {"energy": 0.9},
+        "lowrank": {"energy": 0.9, "layer_ratios": {"layer1.conv1": 0.3}},
         "lowrank_order": "before",
         "quantize": "int8",
         "float_fallback": 0.001,
@@ -131,7 +137,7 @@ def test_a_plugin_runners_tagged_field_is_searched_when_the_recipe_lists_its_sta
 def test_layer_groups_follow_torch_pruning_dependencies_and_sensitivity_bounds():
     import torch
 
-    from compressctl.advise.space import SENSITIVE_BOUND, group_layers
+    from compressctl.advise.layers import SENSITIVE_BOUND, group_layers
     from compressctl.zoo import digits_resnet
 
     bench = SimpleNamespace(module=digits_resnet(width=8).eval(), example=lambda: (torch.randn(2, 1, 32, 32),))

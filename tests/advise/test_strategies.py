@@ -7,7 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from compressctl.advise.budget import Budget
-from compressctl.advise.space import Layer, searched_runners, space_from
+from compressctl.advise.layers import Layer
+from compressctl.advise.space import searched_runners, space_from
 from compressctl.advise.strategies import make_strategy
 
 LAYERS = [
