@@ -131,8 +131,7 @@ def stage_dimensions(
     dims: list[Dimension] = []
     per_layer: dict[str, Layer] = {}
     joined: dict[str, list[tuple[str, Any]]] = {}
-    ordered = sorted(tags, key=lambda n: (n != switch, "when" in tags[n]))
-    for name in ordered:
+    for name in dependency_order(tags, switch):
         tag = tags[name]
         when = tuple((f"{stage}.{k}", tuple(v)) for k, v in tag.get("when", {}).items())
         if switch and name != switch:
@@ -159,6 +158,21 @@ def stage_dimensions(
         when += tuple((f"{stage}.{k}", tuple(v)) for k, v in first.get("when", {}).items())
         dims.append(Dimension(f"{stage}.{group}", stage, group, labels, when=when, settings=tuple(settings)))
     return dims, per_layer
+
+
+def dependency_order(tags: dict[str, dict[str, Any]], switch: str | None) -> list[str]:
+    """The switch first, then every field after the fields its ``when`` names."""
+    ordered = [switch] if switch else []
+    while len(ordered) < len(tags):
+        ready = [
+            name
+            for name, tag in tags.items()
+            if name not in ordered and all(k in ordered or k not in tags for k in tag.get("when", {}))
+        ]
+        if not ready:
+            raise ValueError(f"search tags depend on each other in a circle: {sorted(set(tags) - set(ordered))}")
+        ordered += ready[:1]
+    return ordered
 
 
 def per_layer_dimension(

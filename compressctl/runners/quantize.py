@@ -43,7 +43,7 @@ from compressctl.runners.base import Runner, StageConfig, searched
 log = logging.getLogger("compressctl")
 
 INT8 = {"when": {"mode": ["static"]}}  # search tags of INT8-only options
-ONNX_INT8 = {"when": {"mode": ["static"]}, "models": "onnx"}
+NODES = {"when": {"mode": ["static"], "max_accuracy_drop": [None]}}  # float nodes: the search's, or the fallback's
 
 
 class CalibrationConfig(Strict):
@@ -76,17 +76,17 @@ class QuantizeConfig(StageConfig):
     per_channel: bool = Field(
         True,
         description="Per-output-channel weight scales.",
-        json_schema_extra=searched(choices=[True, False], **ONNX_INT8),
+        json_schema_extra=searched(choices=[True, False], models="onnx", **INT8),
     )
     reduce_range: bool = Field(False, description="7-bit weights (for CPUs without VNNI, avoids saturation).")
     calibration: CalibrationConfig = Field(
         default_factory=CalibrationConfig,
         description="static: calibration method (minmax|entropy|percentile|distribution), samples from the training split.",
-        json_schema_extra=searched(choices=["minmax", "entropy", "percentile"], **ONNX_INT8),  # the method
+        json_schema_extra=searched(choices=["minmax", "entropy", "percentile"], models="onnx", **INT8),  # the method
     )
     op_types: list[str] | None = Field(None, description="Quantize only these op types (default: all supported).")
     exclude_nodes: list[str] = Field(
-        default_factory=list, description="Node names kept in float.", json_schema_extra=searched(per="node", **INT8)
+        default_factory=list, description="Node names kept in float.", json_schema_extra=searched(per="node", **NODES)
     )
     exclude_op_types: list[str] = Field(default_factory=list, description="Op types kept in float.")
     select_batch_size: int | None = Field(

@@ -39,7 +39,8 @@ def test_builtin_tags_give_the_space_with_per_layer_dimensions():
     assert found["prune.importance"].choices == SEARCHED_IMPORTANCES
     assert found["quantize.mode"].choices == (None, "static", "kmeans")  # None: no quantize stage
     assert found["quantize.bits"].when[-1] == ("quantize.mode", ("kmeans",))
-    assert found["quantize.exclude_nodes:layer1.conv1"].choices == (False, True)
+    node = found["quantize.exclude_nodes:layer1.conv1"]
+    assert node.choices == (False, True) and node.when[-1] == ("quantize.max_accuracy_drop", (None,))
     assert found["lowrank.rank"].choices == ("ratio 0.3", "ratio 0.5", "ratio 0.7", "energy 0.9")
     assert found["advise.lowrank_order"].choices == ("after", "before")
     assert found["lowrank.layer_ratios:layer1.conv1"].choices == (None, 0.3, 0.5, 0.7)  # None: the stage's rule
@@ -58,7 +59,7 @@ def test_values_become_the_candidate_keys_recipes_read():
             "advise.lowrank_order": "before",
             "lowrank.layer_ratios:layer1.conv1": 0.3,
             "quantize.mode": "static",
-            "quantize.max_accuracy_drop": 0.001,
+            "quantize.max_accuracy_drop": None,  # no fallback: the search picks the float nodes
             "quantize.exclude_nodes:layer1.conv1": True,
         }
     )
@@ -69,9 +70,11 @@ def test_values_become_the_candidate_keys_recipes_read():
         "lowrank": {"energy": 0.9, "layer_ratios": {"layer1.conv1": 0.3}},
         "lowrank_order": "before",
         "quantize": "int8",
-        "float_fallback": 0.001,
+        "float_fallback": None,
         "float_nodes": ["/layer1/conv1/Conv"],
     }
+    with_fallback = space.fill({"quantize.mode": "static", "quantize.max_accuracy_drop": 0.003})
+    assert "quantize.exclude_nodes:layer1.conv1" not in with_fallback  # the fallback picks them
     kmeans = space.fill({"quantize.mode": "kmeans", "quantize.bits": 8})
     assert {k: v for k, v in space.candidate(kmeans).items() if k != "layer_amounts"} == {
         "importance": "l1",
