@@ -204,6 +204,7 @@ def prunable_groups(module: Any, example: tuple[Any, ...]) -> dict[str, list[str
     from compressctl.onnxio import first_tensor
 
     names = {child: name for name, child in module.named_modules()}
+    order = list(names.values())
     named = dict(module.named_modules())
     head = [named[name] for name in head_layers(module, example)]
     graph = tp.DependencyGraph().build_dependency(module, example_inputs=example, output_transform=first_tensor)
@@ -215,7 +216,7 @@ def prunable_groups(module: Any, example: tuple[Any, ...]) -> dict[str, list[str
             for dep, _ in group
             if graph.is_out_channel_pruning_fn(dep.handler) and isinstance(dep.target.module, prunable)
         ]
-        members = sorted(set(members), key=list(names.values()).index)
+        members = sorted(set(members), key=order.index)
         if members:
             groups[members[0]] = members
-    return groups
+    return dict(sorted(groups.items(), key=lambda item: order.index(item[0])))  # in the model's order
