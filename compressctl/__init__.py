@@ -19,6 +19,7 @@ __all__ = [
     "apply",
     "load_recipe",
     "register_runner",
+    "searched",
 ]
 
 
@@ -27,7 +28,7 @@ def __getattr__(name: str) -> Any:
         from compressctl.artifact import Artifact
 
         return Artifact
-    if name in ("Runner", "StageConfig", "StageContext"):
+    if name in ("Runner", "StageConfig", "StageContext", "searched"):
         from compressctl.runners import base
 
         return getattr(base, name)

@@ -55,9 +55,14 @@ def advise(
     keep_trials: bool = False,
     analyse_layers: bool = True,
     progress: Callable[..., None] | None = None,
+    strategy: str = "nsga2",
 ) -> dict[str, Any]:
-    """Search for the compression that fits ``budget``; writes DIR/recommended.yaml, advise.json, advise.html."""
+    """Search for the compression that fits ``budget``; writes DIR/recommended.yaml, advise.json, advise.html.
+
+    ``strategy``: ``nsga2``, ``rl`` or ``random`` (``compressctl.advise.strategies``).
+    """
     from compressctl.advise import page, recipes, search, sensitivity
+    from compressctl.advise.strategies import STRATEGIES
 
     progress = progress or _noop
     started = time.perf_counter()
@@ -68,6 +73,8 @@ def advise(
             "advise needs a budget: give at least one of --min-speedup, --max-latency-ms, "
             "--max-size-mb, --max-accuracy-drop"
         )
+    if strategy not in STRATEGIES:
+        raise UserError(f"--strategy: unknown strategy '{strategy}' (known: {', '.join(STRATEGIES)})")
     providers = providers or list(recipe.report.providers)
     provider = providers[0]
 
@@ -87,14 +94,7 @@ def advise(
     if analyse_layers:
         analysis = sensitivity.analyse(bench, output_dir / "trials" / "sensitivity")
 
-    search_budget = budget
-    if budget.max_accuracy_drop is not None and bench.module is not None:
-        progress("phase", name="proxy calibration")
-        groups = search.layer_groups(bench)
-        reference = {"layer_amounts": {pattern: 0.5 for pattern in groups.values()}, "importance": "l1"}
-        epochs = next((s.epochs for s in recipe.stages if s.type == "finetune"), recipes.DEFAULT_FINETUNE["epochs"])
-        gap = bench.proxy_gap(reference, epochs, output_dir / "trials" / "calibration")
-        search_budget = dataclasses.replace(budget, max_accuracy_drop=budget.max_accuracy_drop + gap)
+    search_budget = proxy_budget(bench, budget, output_dir / "trials" / "calibration", progress)
 
     timeout = None
     if time_budget_min is not None:
@@ -110,7 +110,8 @@ def advise(
         timeout_s=timeout,
         seed=recipe.seed,
         progress=progress,
-        prune_sensitivity=analysis["prune"],
+        analysis=analysis,
+        strategy=strategy,
     )
     front = search.pareto_front(records)
     chosen = search.choose_finalists(records, finalists, search_budget)
@@ -131,6 +132,7 @@ def advise(
     result = {
         "recipe": recipe.name,
         "budget": budget.to_dict(),
+        "strategy": strategy,
         "proxy_budget": search_budget.to_dict(),
         "provider": provider,
         "batch_size": bench.batch_size,
@@ -156,6 +158,22 @@ def advise(
             hint=f"see {output_dir / 'advise.html'}; relax a limit or raise --trials",
         )
     return result
+
+
+def proxy_budget(bench: Any, budget: Budget, folder: Path, progress: Callable[..., None] = _noop) -> Budget:
+    """The budget proxies are judged against: ``max_accuracy_drop`` widened by what full fine-tuning recovers
+    beyond the proxies' short one (``Workbench.proxy_gap``, measured on uniform 50 % pruning)."""
+    from compressctl.advise import recipes, search
+
+    if budget.max_accuracy_drop is None or bench.module is None:
+        return budget
+    progress("phase", name="proxy calibration")
+    groups = search.layer_groups(bench)
+    reference = {"layer_amounts": {pattern: 0.5 for pattern in groups.values()}, "importance": "l1"}
+    stages = bench.recipe.stages
+    epochs = next((s.epochs for s in stages if s.type == "finetune"), recipes.DEFAULT_FINETUNE["epochs"])
+    gap = bench.proxy_gap(reference, epochs, folder)
+    return dataclasses.replace(budget, max_accuracy_drop=budget.max_accuracy_drop + gap)
 
 
 def recommend(feasible: list[dict[str, Any]], budget: Budget) -> dict[str, Any] | None:

@@ -9,7 +9,10 @@ A candidate is a plain dict chosen by the search:
   or ``after`` pruning): Tucker-2 on the convs, where it lowers their MACs;
 * ``quantize`` (``float``, ``int8``, ``kmeans``), ``bits`` (k-means) and
   ``float_fallback`` (INT8: the quantize stage's ``max_accuracy_drop``, None for
-  none); ``per_channel`` / ``calibration`` for ONNX-only models.
+  none); ``float_nodes`` (INT8: ONNX nodes kept float, the stage's ``exclude_nodes``);
+  ``per_channel`` / ``calibration`` for ONNX-only models;
+* ``stage.field``: an option of a third-party torch stage the recipe lists (the
+  search reads its tags), run after pruning and low-rank, before the fine-tuning.
 
 ``candidate_stages`` is the one translation of a candidate into stages: the
 workbench runs the same stages (with a shorter recovery fine-tuning) as the
@@ -156,6 +159,8 @@ def quantize_stage(recipe: Any, candidate: dict[str, Any]) -> dict[str, Any] | N
         quantize["per_channel"] = candidate["per_channel"]
     if "calibration" in candidate:
         quantize["calibration"] = dict(quantize.get("calibration", {}), method=candidate["calibration"])
+    if candidate.get("float_nodes"):
+        quantize["exclude_nodes"] = sorted(set(quantize.get("exclude_nodes", [])) | set(candidate["float_nodes"]))
     if "float_fallback" in candidate:
         quantize.pop("max_accuracy_drop", None)
         if candidate["float_fallback"] is not None:
@@ -163,10 +168,21 @@ def quantize_stage(recipe: Any, candidate: dict[str, Any]) -> dict[str, Any] | N
     return quantize
 
 
+def plugin_stages(recipe: Any, candidate: dict[str, Any]) -> list[dict[str, Any]]:
+    """Third-party stages the candidate sets options of (``stage.field`` keys): the recipe's stage with them."""
+    settings: dict[str, dict[str, Any]] = {}
+    for key, value in candidate.items():
+        stage, dot, name = key.partition(".")
+        if dot:
+            settings.setdefault(stage, {})[name] = value
+    return [dict(stage_template(recipe, stage, {}), **fields) for stage, fields in settings.items()]
+
+
 def torch_stages(
     recipe: Any, candidate: dict[str, Any], round_to: int | None, finetune_epochs: int | None = None
 ) -> list[dict[str, Any]]:
-    """The torch-level compression stages, in order: [slimming] → [low-rank] → [prune] → [low-rank] → fine-tune.
+    """The torch-level compression stages, in order: [slimming] → [low-rank] → [prune] → [low-rank] → [third-party]
+    → fine-tune.
 
     ``finetune_epochs`` shortens the recovery fine-tuning (the workbench's proxies).
     """
@@ -182,7 +198,9 @@ def torch_stages(
         stages.append(prune_stage(candidate, round_to))
     if rule is not None and not before:
         stages.append(lowrank_stage(rule))
-    if amounts or rule is not None:
+    plugins = plugin_stages(recipe, candidate)
+    stages += plugins
+    if amounts or rule is not None or plugins:
         finetune = stage_template(recipe, "finetune", DEFAULT_FINETUNE)
         if finetune_epochs is not None:
             finetune["epochs"] = finetune_epochs

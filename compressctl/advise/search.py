@@ -1,44 +1,34 @@
-"""Multi-objective search over compression settings with Optuna's NSGA-II.
+"""advise's search: proposals from a strategy, each measured as a real proxy.
 
+The space comes from the runners' search tags (``compressctl.advise.space``):
+a pruning ratio per Torch-Pruning layer group and the channel ranking (l1, l2,
+or bn_scale after network slimming), Tucker-2 low-rank ranks (none, a ratio or
+an energy) placed before or after pruning, the quantization (float, static INT8
+with or without the accuracy-aware float fallback and with the nodes INT8 hurts
+most kept float or not, k-means at 4 or 8 bits), and any tagged option of a
+third-party stage the recipe lists. The strategy (``compressctl.advise.strategies``:
+NSGA-II, an RL agent or random) proposes values; the workbench runs the
+candidate's stages with a brief fine-tune, exports, quantizes and measures it.
 Objectives: the recipe's metric (max), p50 latency at the gate batch on the
-provider (min), size on disk (min). The budget's limits are constraints, so
-NSGA-II ranks feasible candidates first. Each trial is a real proxy: the
-workbench runs the candidate's stages with a brief fine-tune, exports,
-quantizes and measures.
-
-The search space: a structured pruning ratio per top-level part, the channel
-ranking (l1, l2, or bn_scale after network slimming), Tucker-2 low-rank ranks
-(none, a ratio or an energy) placed before or after pruning, and the
-quantization (float, static INT8 with or without the accuracy-aware float
-fallback, k-means at 4 or 8 bits).
+provider (min), size on disk (min); the budget's limits are constraints.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from compressctl.advise.budget import Budget
 from compressctl.advise.recipes import LOWRANK_METHOD, lowrank_rule, prune_amounts, quantization, slims
-from compressctl.pruning.importance import SEARCHED_IMPORTANCES
+from compressctl.advise.space import ORDER, Dimension, Space
+from compressctl.advise.strategies import objectives
 
 log = logging.getLogger("compressctl")
 
-MAX_LAYER_PRUNE = 0.8
-PRUNE_STEP = 0.05
-IMPORTANCES = SEARCHED_IMPORTANCES  # bn_scale: network slimming (a fine-tune with L1 on BN scales first)
-QUANTIZATIONS = ("int8", "float", "kmeans")
-KMEANS_BITS = (4, 8)
-FLOAT_FALLBACKS = (None, 0.003, 0.001)  # quantize max_accuracy_drop: None keeps every node INT8
-LOWRANK_RULES = {  # Tucker-2 ranks of the convs
-    "ratio 0.3": {"ratio": 0.3},
-    "ratio 0.5": {"ratio": 0.5},
-    "ratio 0.7": {"ratio": 0.7},
-    "energy 0.9": {"energy": 0.9},
-}
-LOWRANK_ORDERS = ("after", "before")  # relative to pruning: the search's stage order
+GUIDED_SPREAD = 0.2  # the guided starting point prunes 0.5 ± this: most where latency is high and sensitivity low
 
 
 def layer_groups(bench: Any) -> dict[str, str]:
@@ -52,71 +42,51 @@ def layer_groups(bench: Any) -> dict[str, str]:
     return groups
 
 
-def suggest_quantization(trial: Any, choices: tuple[str, ...]) -> dict[str, Any]:
-    """INT8 (with or without the accuracy-aware float fallback), k-means at 4 or 8 bits, or float."""
-    mode = trial.suggest_categorical("quantize", choices)
-    if mode == "int8":
-        return {"quantize": mode, "float_fallback": trial.suggest_categorical("float_fallback", FLOAT_FALLBACKS)}
-    if mode == "kmeans":
-        return {"quantize": mode, "bits": trial.suggest_categorical("kmeans_bits", KMEANS_BITS)}
-    return {"quantize": mode}
+def snap(dim: Dimension, ratio: float) -> float:
+    """The grid value of ``dim`` nearest ``ratio`` (within its bound)."""
+    return min(dim.choices, key=lambda choice: abs(choice - ratio))
 
 
-def suggest(trial: Any, bench: Any, groups: dict[str, str]) -> dict[str, Any]:
-    """One candidate from the trial (its keys: see ``recipes``)."""
-    if bench.module is None:  # an ONNX-only model: quantization settings only
-        candidate = suggest_quantization(trial, ("int8", "kmeans"))
-        if candidate["quantize"] == "int8":
-            candidate["per_channel"] = trial.suggest_categorical("per_channel", [True, False])
-            candidate["calibration"] = trial.suggest_categorical("calibration", ["minmax", "entropy", "percentile"])
-        return candidate
-    amounts = {
-        pattern: round(trial.suggest_float(f"prune:{group}", 0.0, MAX_LAYER_PRUNE, step=PRUNE_STEP), 4)
-        for group, pattern in groups.items()
-    }
-    candidate: dict[str, Any] = {
-        "layer_amounts": amounts,
-        "importance": trial.suggest_categorical("importance", IMPORTANCES),
-    }
-    # with or without low-rank first, so that half the trials go without it
-    if trial.suggest_categorical("lowrank", ("none", LOWRANK_METHOD)) != "none":
-        candidate["lowrank"] = LOWRANK_RULES[trial.suggest_categorical("lowrank_rank", tuple(LOWRANK_RULES))]
-        candidate["lowrank_order"] = trial.suggest_categorical("lowrank_order", LOWRANK_ORDERS)
-    candidate.update(suggest_quantization(trial, QUANTIZATIONS))
-    return candidate
-
-
-def least_sensitive_part(groups: dict[str, str], prune_sensitivity: dict[str, dict[str, float]]) -> str | None:
-    """The part whose layers lose the least accuracy at 50 % pruning (the sensitivity analysis, no fine-tuning)."""
-    drops: dict[str, list[float]] = {}
-    for layer, by_ratio in prune_sensitivity.items():
-        top = layer.split(".")[0]
-        if top in groups and "0.5" in by_ratio:
-            drops.setdefault(top, []).append(by_ratio["0.5"])
-    if len(drops) < 2:
+def guided_ratios(space: Space, groups: list[Dimension]) -> dict[str, float] | None:
+    """AMC/HAQ-style: prune hardest the groups with a high share of latency (of MACs without a profile) and a
+    low sensitivity, least the opposite; None without a sensitivity analysis."""
+    layers = {dim.name: space.layers[dim.name] for dim in groups}
+    if len(layers) < 2 or not any(layer.sensitivity for layer in layers.values()):
         return None
-    return min(drops, key=lambda part: sum(drops[part]) / len(drops[part]))
+
+    def rank(key: Callable[[Any], float]) -> dict[str, int]:
+        return {name: position for position, name in enumerate(sorted(layers, key=lambda n: key(layers[n])))}
+
+    cost = rank(lambda layer: layer.latency_share or layer.macs_share)  # higher: more to gain
+    cheap = rank(lambda layer: -layer.sensitivity)  # higher: less to lose
+    order = sorted(layers, key=lambda name: cost[name] + cheap[name])
+    span = max(1, len(order) - 1)
+    return {name: 0.5 - GUIDED_SPREAD + 2 * GUIDED_SPREAD * position / span for position, name in enumerate(order)}
 
 
-def starting_points(
-    bench: Any, groups: dict[str, str], prune_sensitivity: dict[str, dict[str, float]] | None = None
-) -> list[dict[str, Any]]:
-    """Trials run first: the usual hand-written recipe (uniform pruning + INT8) and its slimmed,
-    sensitivity-guided and low-rank variants."""
-    if bench.module is None:
-        return [{"quantize": "int8", "float_fallback": None, "per_channel": True, "calibration": "minmax"}]
-    int8 = {"lowrank": "none", "quantize": "int8", "float_fallback": 0.003}
+def starting_points(space: Space) -> list[dict[str, Any]]:
+    """Values proposed first, by every strategy: the usual hand-written recipe (uniform pruning + INT8) and its
+    slimmed, sensitivity-guided and low-rank variants (each completed with the first choice of the rest)."""
+    if space.onnx_only:
+        point = {"quantize.mode": "static", "quantize.per_channel": True, "quantize.calibration": "minmax"}
+        return [space.fill(point)]
+    groups = [dim for dim in space.dimensions if dim.per == "layer_group"]
+    int8 = {"quantize.mode": "static", "quantize.max_accuracy_drop": 0.003}
 
-    def uniform(ratio: float, **choices: Any) -> dict[str, Any]:
-        return {**{f"prune:{g}": ratio for g in groups}, "importance": "l1", **int8, **choices}
+    def pruned(ratios: dict[str, float], importance: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        point = {dim.name: snap(dim, ratios.get(dim.name, 0.5)) for dim in groups}
+        return space.fill({**point, "prune.importance": importance, **int8, **(extra or {})})
 
-    points = [uniform(0.5), uniform(0.5, importance="bn_scale")]
-    cheap = least_sensitive_part(groups, prune_sensitivity or {})
-    if cheap is not None:  # prune the part that loses least harder
-        guided = uniform(0.5, **{f"prune:{cheap}": 0.7})
-        points += [dict(guided, importance="bn_scale"), guided]
-    points.append(uniform(0.6, importance="bn_scale"))
-    points.append(uniform(0.5, lowrank=LOWRANK_METHOD, lowrank_rank="ratio 0.5", lowrank_order="after"))
+    def uniform(ratio: float) -> dict[str, float]:
+        return {dim.name: ratio for dim in groups}
+
+    points = [pruned(uniform(0.5), "l1"), pruned(uniform(0.5), "bn_scale")]
+    guided = guided_ratios(space, groups)
+    if guided is not None:
+        points += [pruned(guided, "bn_scale"), pruned(guided, "l1")]
+    points.append(pruned(uniform(0.6), "bn_scale"))
+    lowrank = {"lowrank.method": LOWRANK_METHOD, "lowrank.rank": "ratio 0.5", ORDER: "after"}
+    points.append(pruned(uniform(0.5), "l1", lowrank))
     return points
 
 
@@ -137,10 +107,6 @@ def effective_candidate(candidate: dict[str, Any], figures: dict[str, Any]) -> d
         effective.pop("bits", None)
         effective["quantize"] = "float"
     return effective
-
-
-def objectives(figures: dict[str, Any]) -> tuple[float, float, float]:
-    return figures["metric"], figures["p50_ms"], float(figures["size_bytes"])
 
 
 def dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -164,57 +130,60 @@ def run_search(
     timeout_s: float | None,
     seed: int,
     progress: Callable[..., None],
-    prune_sensitivity: dict[str, dict[str, float]] | None = None,
+    analysis: dict[str, Any] | None = None,
+    strategy: str = "nsga2",
 ) -> list[dict[str, Any]]:
-    """Run the study; returns one record per finished trial (candidate, proxy figures, feasibility)."""
-    import optuna
+    """Run the search; returns one record per finished trial (candidate, proxy figures, feasibility)."""
+    from compressctl.advise.space import build_space
+    from compressctl.advise.strategies import make_strategy
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    groups = layer_groups(bench) if bench.module is not None else {}
+    space = build_space(bench, analysis)
+    start = starting_points(space)[:trials]
+    agent = make_strategy(strategy, space, seed=seed, limits=budget.limits(), trials=trials, starting=start)
     records: list[dict[str, Any]] = []
-    sampler = optuna.samplers.NSGAIISampler(population_size=max(4, min(12, trials // 3)), seed=seed)
-    study = optuna.create_study(directions=["maximize", "minimize", "minimize"], sampler=sampler)
-    for point in starting_points(bench, groups, prune_sensitivity)[:trials]:
-        study.enqueue_trial(point)
-
-    def objective(trial: Any) -> tuple[float, float, float]:
-        suggested = suggest(trial, bench, groups)
-        figures = bench.evaluate(suggested, folder / f"trial-{trial.number:03d}")
+    started = time.perf_counter()
+    while len(records) < trials and (timeout_s is None or time.perf_counter() - started < timeout_s):
+        proposal = agent.ask()
+        suggested = space.candidate(proposal.values)
+        figures = bench.evaluate(suggested, folder / f"trial-{proposal.number:03d}")
         violations = budget.violations(figures)
-        for name, value in violations.items():
-            trial.set_constraint(name, value)  # NSGA-II ranks feasible trials (all <= 0) first
-        candidate = effective_candidate(suggested, figures)
-        record = {
-            "trial": trial.number,
-            "candidate": candidate,
-            "figures": {k: v for k, v in figures.items() if k != "params_path"},
-            "violations": violations,
-            "feasible": budget.meets(figures),
-        }
-        if candidate != suggested:
-            record["suggested"] = suggested
-        records.append(record)
-        log.info(
-            "trial %d: %s → metric %.4f, %.2f ms (%.2fx), %.0f kB%s",
-            trial.number,
-            describe_candidate(candidate),
-            figures["metric"],
-            figures["p50_ms"],
-            figures["speedup"],
-            figures["size_bytes"] / 1000,
-            "" if record["feasible"] else " (outside the budget)",
-        )
-        return objectives(figures)
-
-    def after_trial(study: Any, trial: Any) -> None:
+        agent.tell(proposal, figures, violations)
+        records.append(trial_record(proposal.number, suggested, figures, violations, budget))
+        records[-1]["params"] = proposal.values
         progress("trial", done=len(records), total=trials, front=len(pareto_front(records)))
-
-    study.optimize(objective, n_trials=trials, timeout=timeout_s, callbacks=[after_trial])
     return records
 
 
-def describe_lowrank(rule: dict[str, float]) -> str:
-    return f"{LOWRANK_METHOD} " + " ".join(f"{k} {v:g}" for k, v in rule.items())
+def trial_record(
+    number: int, suggested: dict[str, Any], figures: dict[str, Any], violations: dict[str, float], budget: Budget
+) -> dict[str, Any]:
+    candidate = effective_candidate(suggested, figures)
+    record = {
+        "trial": number,
+        "candidate": candidate,
+        "figures": {k: v for k, v in figures.items() if k != "params_path"},
+        "violations": violations,
+        "feasible": budget.meets(figures),
+    }
+    if candidate != suggested:
+        record["suggested"] = suggested
+    log.info(
+        "trial %d: %s → metric %.4f, %.2f ms (%.2fx), %.0f kB%s",
+        number,
+        describe_candidate(candidate),
+        figures["metric"],
+        figures["p50_ms"],
+        figures["speedup"],
+        figures["size_bytes"] / 1000,
+        "" if record["feasible"] else " (outside the budget)",
+    )
+    return record
+
+
+def describe_lowrank(rule: dict[str, Any]) -> str:
+    words = [f"{k} {v:g}" for k, v in rule.items() if k != "layer_ratios"]
+    words += [f"{k}={v:g}" for k, v in (rule.get("layer_ratios") or {}).items()]
+    return f"{LOWRANK_METHOD} " + " ".join(words)
 
 
 def describe_quantization(candidate: dict[str, Any]) -> str | None:
@@ -224,6 +193,8 @@ def describe_quantization(candidate: dict[str, Any]) -> str | None:
     if mode != "int8":
         return None
     extra = [f"{k}={candidate[k]}" for k in ("per_channel", "calibration") if k in candidate]
+    if candidate.get("float_nodes"):
+        extra.append(f"{len(candidate['float_nodes'])} node(s) kept float")
     if candidate.get("float_fallback") is not None:
         extra.append(f"float fallback at {candidate['float_fallback']:g} drop")
     return "int8" + (f" ({', '.join(extra)})" if extra else "")
@@ -244,6 +215,9 @@ def describe_candidate(candidate: dict[str, Any]) -> str:
     if rule is not None:
         position = 0 if candidate.get("lowrank_order") == "before" else len(parts)
         parts.insert(position, describe_lowrank(rule))
+    plugins = [f"{k}={v}" for k, v in candidate.items() if "." in k]  # third-party stages: ``stage.field``
+    if plugins:
+        parts.append(" ".join(plugins))
     quantize = describe_quantization(candidate)
     if quantize:
         parts.append(quantize)

@@ -281,6 +281,7 @@ class Workbench:
             mode="static",
             per_channel=options.get("per_channel", True),
             calibration={"method": options.get("calibration", "minmax"), "samples": options.get("samples", 256)},
+            exclude_nodes=list(options.get("float_nodes") or []),
         )
 
     def int8_quantizer(self, source: Path, folder: Path, **options: Any) -> tuple[Callable[[list[str]], Path], Path]:
@@ -373,7 +374,7 @@ class Workbench:
             float_path = self.baseline_path
             figures["float"] = self.relative({k: v for k, v in self.baseline.items() if k != "outputs"})
         mode = quantization(candidate)
-        options = {k: candidate[k] for k in ("per_channel", "calibration") if k in candidate}
+        options = {k: candidate[k] for k in ("per_channel", "calibration", "float_nodes") if k in candidate}
         if mode == "int8" and candidate.get("float_fallback") is not None:
             final_path, figures["fallback"] = self.quantize_with_fallback(
                 float_path, folder, figures["float"]["metric"], candidate["float_fallback"], **options

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,14 @@ import typer
 from compressctl.cli.common import DEBUG, QUIET, VERBOSE, handle_errors, is_interactive, setup_logging, stderr_console
 
 log = logging.getLogger("compressctl")
+
+
+class Strategy(StrEnum):
+    """The search strategies (``compressctl.advise.strategies.STRATEGIES``)."""
+
+    nsga2 = "nsga2"
+    rl = "rl"
+    random = "random"
 
 
 class SearchProgress:
@@ -83,6 +92,12 @@ def advise(
     layers: bool = typer.Option(
         True, "--sensitivity/--no-sensitivity", help="Per-layer sensitivity analysis (plots and table)."
     ),
+    strategy: Strategy = typer.Option(
+        Strategy.nsga2,
+        "--strategy",
+        help="How candidates are proposed: nsga2 (Optuna's NSGA-II), rl (an AMC-style agent, one action per layer) "
+        "or random.",
+    ),
     quiet: bool = QUIET,
     verbose: bool = VERBOSE,
     debug: bool = DEBUG,
@@ -117,6 +132,7 @@ def advise(
                 keep_trials=keep_trials,
                 analyse_layers=layers,
                 progress=progress,
+                strategy=strategy.value,
             )
         finally:
             progress.close()

@@ -8,7 +8,7 @@ from typing import Any
 
 from compressctl.factorization.layers import cp_conv, set_submodule, svd_linear, tucker_conv
 from compressctl.factorization.ranks import mode_rank
-from compressctl.globs import matches
+from compressctl.globs import first_match, matches
 
 log = logging.getLogger("compressctl")
 
@@ -115,6 +115,14 @@ def plan_layer(name: str, layer: Any, config: Any, sizes: dict[str, tuple]) -> d
     }
 
 
+def layer_config(config: Any, name: str) -> Any:
+    """The stage's config with the layer's own rank ratio when a ``layer_ratios`` pattern names it."""
+    pattern = first_match(name, list(getattr(config, "layer_ratios", {})))
+    if pattern is None:
+        return config
+    return config.model_copy(update={"ratio": config.layer_ratios[pattern], "energy": None})
+
+
 def decompose(module: Any, config: Any, example: tuple[Any, ...], seed: int) -> tuple[Any, dict, dict]:
     """Decompose ``module`` in place; returns (module, decomposed layers, skipped layers).
 
@@ -137,7 +145,7 @@ def _decompose(module: Any, config: Any, example: tuple[Any, ...], seed: int) ->
         if config.method != "svd" and name not in sizes:
             skipped[name] = {"reason": "not reached by the example input"}
             continue
-        plan = plan_layer(name, layer, config, sizes)
+        plan = plan_layer(name, layer, layer_config(config, name), sizes)
         if not plan.pop("decompose"):
             skipped[name] = {**plan, "reason": f"MACs would be {plan['mac_ratio']:.2f}× the original"}
             continue

@@ -189,3 +189,34 @@ def build_pruner(
         head_pruning_ratio=heads,
     )
     return pruner, ignored_names
+
+
+def prunable_groups(module: Any, example: tuple[Any, ...]) -> dict[str, list[str]]:
+    """Torch-Pruning's dependency groups: ``{first layer: layers whose output channels go together}``.
+
+    Layers coupled by a residual add, a concatenation or a depthwise conv lose the
+    same channels, so one pruning ratio per group is all there is to choose. The
+    layers producing the model's output (the classifier head) are left out.
+    """
+    import torch_pruning as tp
+    from torch import nn
+
+    from compressctl.onnxio import first_tensor
+
+    names = {child: name for name, child in module.named_modules()}
+    order = list(names.values())
+    named = dict(module.named_modules())
+    head = [named[name] for name in head_layers(module, example)]
+    graph = tp.DependencyGraph().build_dependency(module, example_inputs=example, output_transform=first_tensor)
+    prunable = (nn.modules.conv._ConvNd, nn.Linear)
+    groups: dict[str, list[str]] = {}
+    for group in graph.get_all_groups(ignored_layers=head, root_module_types=prunable):
+        members = [
+            names[dep.target.module]
+            for dep, _ in group
+            if graph.is_out_channel_pruning_fn(dep.handler) and isinstance(dep.target.module, prunable)
+        ]
+        members = sorted(set(members), key=order.index)
+        if members:
+            groups[members[0]] = members
+    return dict(sorted(groups.items(), key=lambda item: order.index(item[0])))  # in the model's order

@@ -340,3 +340,17 @@ def publish(path: Path, stage_dir: Path, *, move: bool) -> Path:
     if len(files) > 1:
         rename_external_data(output)
     return output
+
+
+def check_smooth_quant(config: Any) -> None:
+    if config.smooth_quant is None:
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("neural_compressor") is None:
+        from compressctl.errors import UserError
+
+        raise UserError(
+            "quantize.smooth_quant: ONNX Runtime's SmoothQuant needs the neural-compressor package "
+            "(pip install neural-compressor)"
+        )

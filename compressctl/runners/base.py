@@ -62,6 +62,21 @@ class StageContext:
     details: dict[str, Any] = field(default_factory=dict)  # what the stage did, for the report
 
 
+def searched(**tag: Any) -> dict[str, Any]:
+    """``json_schema_extra`` of a config field that ``compressctl advise`` may search (its search tag).
+
+    ``choices=[...]`` (categorical) or ``range=[low, high], step=s`` (a float grid);
+    ``per="layer_group" | "layer" | "node"``: one dimension per prunable layer group,
+    per decomposable conv or per quantized node (a dict or list field: its entries);
+    ``when={"field": [values]}``: only when another field of the
+    stage has one of those values; ``optional=True``: ``None`` joins the choices and
+    leaves the stage out; ``one_of="name"``: fields sharing the name form one
+    dimension (each choice sets one of them); ``models="torch" | "onnx"``: only for
+    torch models or only for ONNX-only ones. See ``compressctl.advise.space``.
+    """
+    return {"search": tag}
+
+
 class StageConfig(BaseModel):
     """Base of every stage's options. Subclasses declare ``type: Literal[...]``."""
 

@@ -25,7 +25,7 @@ from pydantic import Field, model_validator
 
 from compressctl.artifact import Artifact
 from compressctl.factorization.layers import replace_layers
-from compressctl.runners.base import Runner, StageConfig
+from compressctl.runners.base import Runner, StageConfig, searched
 
 log = logging.getLogger("compressctl")
 
@@ -33,16 +33,28 @@ log = logging.getLogger("compressctl")
 class LowRankConfig(StageConfig):
     type: Literal["lowrank"] = "lowrank"
     method: Literal["svd", "tucker", "cp"] = Field(
-        "tucker", description="svd: Linear layers; tucker (Tucker-2) or cp: Conv2d layers."
+        "tucker",
+        description="svd: Linear layers; tucker (Tucker-2) or cp: Conv2d layers.",
+        json_schema_extra=searched(choices=["tucker"], optional=True, models="torch"),
     )
     ratio: float | None = Field(
         None,
         gt=0,
         le=1,
         description="Keep this fraction of each mode's full rank (cp: of the smaller channel count).",
+        json_schema_extra=searched(choices=[0.3, 0.5, 0.7], one_of="rank"),
     )
     energy: float | None = Field(
-        None, gt=0, le=1, description="Keep the smallest rank that retains this fraction of squared singular values."
+        None,
+        gt=0,
+        le=1,
+        description="Keep the smallest rank that retains this fraction of squared singular values.",
+        json_schema_extra=searched(choices=[0.9], one_of="rank"),
+    )
+    layer_ratios: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per-layer rank ratio by module-name glob pattern, e.g. {'layer3.*': 0.3}; others follow ratio/energy.",
+        json_schema_extra=searched(per="layer", choices=[None, 0.3, 0.5, 0.7]),  # None: the stage's rule
     )
     layers: list[str] = Field(
         default_factory=lambda: ["*"], description="Module names (glob patterns) that may be decomposed."
@@ -58,6 +70,9 @@ class LowRankConfig(StageConfig):
     def _one_rank_rule(self) -> LowRankConfig:
         if self.ratio is not None and self.energy is not None:
             raise ValueError("give at most one of 'ratio' or 'energy' (neither: ranks chosen by VBMF)")
+        for pattern, value in self.layer_ratios.items():
+            if not 0 < value <= 1:
+                raise ValueError(f"layer_ratios['{pattern}'] must be in (0, 1] (got {value})")
         return self
 
     @property

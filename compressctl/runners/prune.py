@@ -22,9 +22,9 @@ from pydantic import Field, model_validator
 
 from compressctl.artifact import Artifact
 from compressctl.errors import UserError
-from compressctl.pruning.importance import IMPORTANCES
+from compressctl.pruning.importance import IMPORTANCES, SEARCHED_IMPORTANCES
 from compressctl.recipe.models import Strict
-from compressctl.runners.base import Runner, StageConfig
+from compressctl.runners.base import Runner, StageConfig, searched
 
 log = logging.getLogger("compressctl")
 
@@ -64,14 +64,18 @@ class PruneConfig(StageConfig):
         description="Fraction removed: of channels (structured) or of Conv/Linear weights (unstructured).",
     )
     importance: Literal[tuple(IMPORTANCES)] = Field(  # type: ignore[valid-type]
-        "l1", description="structured: channel ranking (bn_scale pairs with train's sparsity_regularization)."
+        "l1",
+        description="structured: channel ranking (bn_scale pairs with train's sparsity_regularization).",
+        json_schema_extra=searched(choices=list(SEARCHED_IMPORTANCES)),
     )
     scope: Literal["global", "layer"] | None = Field(
         None,
         description="Rank across all layers (global) or within each layer (default: layer for structured, global for unstructured).",
     )
     layer_amounts: dict[str, float] = Field(
-        default_factory=dict, description="Per-layer amount by module-name glob pattern, e.g. {'layer3.*': 0.3}."
+        default_factory=dict,
+        description="Per-layer amount by module-name glob pattern, e.g. {'layer3.*': 0.3}.",
+        json_schema_extra=searched(per="layer_group", range=[0.0, 0.8], step=0.05, models="torch"),
     )
     ignore: list[str] = Field(default_factory=list, description="Module-name glob patterns never pruned.")
     prune_head: bool = Field(

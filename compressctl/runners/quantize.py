@@ -25,7 +25,6 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from compressctl.artifact import Artifact
-from compressctl.errors import UserError
 from compressctl.fusion import fuse_encoder, looks_transformer
 from compressctl.quantization.calibration import CalibrationConfig
 from compressctl.quantization.fallback import run_fallback
@@ -39,9 +38,12 @@ from compressctl.quantization.select import (
     repairable,
     time_candidates,
 )
-from compressctl.runners.base import Runner, StageConfig
+from compressctl.runners.base import Runner, StageConfig, searched
 
 log = logging.getLogger("compressctl")
+
+INT8 = {"when": {"mode": ["static"]}}  # search tags of INT8-only options
+NODES = {"when": {"mode": ["static"], "max_accuracy_drop": [None]}}  # float nodes: the search's, or the fallback's
 
 
 class QuantizeConfig(StageConfig):
@@ -53,6 +55,7 @@ class QuantizeConfig(StageConfig):
             "static: INT8 with calibrated activations; dynamic: INT8 with activation ranges at run time; "
             "kmeans: weights clustered to a 2^bits codebook; int4: weight-only 4-bit MatMulNBits; fp16: float16."
         ),
+        json_schema_extra=searched(choices=["static", "kmeans"], optional=True),
     )
     format: Literal["auto", "qdq", "qoperator"] = Field(
         "auto", description="ONNX quantization format; auto picks the fastest measured on the provider."
@@ -61,20 +64,23 @@ class QuantizeConfig(StageConfig):
         "auto", description="static only: activation type; auto picks by measurement."
     )
     weight_type: Literal["auto", "int8", "uint8"] = Field("auto", description="Weight type; auto picks by measurement.")
-    per_channel: bool = Field(True, description="Per-output-channel weight scales.")
+    per_channel: bool = Field(
+        True,
+        description="Per-output-channel weight scales.",
+        json_schema_extra=searched(choices=[True, False], models="onnx", **INT8),
+    )
     reduce_range: bool | Literal["auto"] = Field(
-        "auto",
-        description=(
-            "7-bit weights. auto: on for u8×s8 kernels on x86 CPUs without VNNI or AMX, whose kernels "
-            "saturate on 8-bit weights (report.json environment.cpu_features says which this machine has)."
-        ),
+        "auto", description="7-bit weights. auto: for u8×s8 on x86 without VNNI/AMX, whose kernels saturate."
     )
     calibration: CalibrationConfig = Field(
         default_factory=CalibrationConfig,
         description="static: calibration method (auto|minmax|entropy|percentile|distribution), samples from the training split.",
+        json_schema_extra=searched(choices=["minmax", "entropy", "percentile"], models="onnx", **INT8),  # the method
     )
     op_types: list[str] | None = Field(None, description="Quantize only these op types (default: all supported).")
-    exclude_nodes: list[str] = Field(default_factory=list, description="Node names kept in float.")
+    exclude_nodes: list[str] = Field(
+        default_factory=list, description="Node names kept in float.", json_schema_extra=searched(per="node", **NODES)
+    )
     exclude_op_types: list[str] = Field(default_factory=list, description="Op types kept in float.")
     select_batch_size: int | None = Field(
         None, gt=0, description="Batch size the candidates are timed at (default: largest report batch size)."
@@ -118,6 +124,7 @@ class QuantizeConfig(StageConfig):
             "static/dynamic: largest metric drop (0.01 = 1 pt) on the validation split; when missed, the most "
             "sensitive quantized nodes return to float until it is met."
         ),
+        json_schema_extra=searched(choices=[None, 0.003, 0.001], **INT8),
     )
     repair: Literal["auto", "never"] = Field(
         "auto",
@@ -154,7 +161,13 @@ class QuantizeConfig(StageConfig):
         lt=1,
         description="static: SmoothQuant alpha (activation smoothing via ONNX Runtime; needs neural-compressor).",
     )
-    bits: int | None = Field(None, ge=2, le=8, description="kmeans only: index bits (2^bits centroids, default 4).")
+    bits: int | None = Field(
+        None,
+        ge=2,
+        le=8,
+        description="kmeans only: index bits (2^bits centroids, default 4).",
+        json_schema_extra=searched(choices=[4, 8], when={"mode": ["kmeans"]}),
+    )
     min_elements: int = Field(
         2048,
         gt=0,
@@ -257,6 +270,7 @@ class QuantizeRunner(Runner):
             CalibrationReader,
             calibration_batch_size,
             candidate_settings,
+            check_smooth_quant,
             preprocess,
             publish,
             upgrade_opset,
@@ -382,15 +396,3 @@ class QuantizeRunner(Runner):
             }
         )
         return Artifact.from_onnx(output)
-
-
-def check_smooth_quant(config: QuantizeConfig) -> None:
-    if config.smooth_quant is None:
-        return
-    import importlib.util
-
-    if importlib.util.find_spec("neural_compressor") is None:
-        raise UserError(
-            "quantize.smooth_quant: ONNX Runtime's SmoothQuant needs the neural-compressor package "
-            "(pip install neural-compressor)"
-        )

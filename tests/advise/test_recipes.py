@@ -75,3 +75,8 @@ def test_float_candidates_have_no_quantize_stage_and_old_candidates_still_read(r
     assert stages_of(recipe, {"layer_amounts": {"0": 0.0}})[-1]["type"] == "export"
     # advise.json files of earlier versions said quantize: true
     assert quantize_stage(recipe, {"quantize": True})["mode"] == "static"
+
+
+def test_nodes_kept_float_become_the_quantize_stages_exclude_nodes(recipe):
+    stages = stages_of(recipe, {"layer_amounts": HALF, "quantize": "int8", "float_nodes": ["/b/Conv", "/a/Conv"]})
+    assert stages[-1]["exclude_nodes"] == ["/a/Conv", "/b/Conv"]

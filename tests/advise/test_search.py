@@ -1,50 +1,18 @@
-"""The search space: each choice becomes a candidate key, and each candidate a distinct description."""
+"""Candidates: each gets a distinct description; stages that did nothing are dropped; finalists differ."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
-from compressctl.advise.search import describe_candidate, effective_candidate, suggest
+from compressctl.advise.search import describe_candidate, effective_candidate
 
-GROUPS = {"stem": "stem.*", "layer1": "layer1.*"}
-TORCH_BENCH = SimpleNamespace(module=object())
-
-
-def candidate_for(**params) -> dict:
-    import optuna
-
-    fixed = {"prune:stem": 0.5, "prune:layer1": 0.25, "importance": "l1", "lowrank": "none", **params}
-    return suggest(optuna.trial.FixedTrial(fixed), TORCH_BENCH, GROUPS)
-
-
-def test_suggest_covers_slimming_lowrank_order_and_quantization_families():
-    slimmed = candidate_for(importance="bn_scale", quantize="int8", float_fallback=0.001)
-    assert slimmed == {
-        "layer_amounts": {"stem.*": 0.5, "layer1.*": 0.25},
-        "importance": "bn_scale",
-        "quantize": "int8",
-        "float_fallback": 0.001,
-    }
-    lowrank = candidate_for(
-        lowrank="tucker", lowrank_rank="energy 0.9", lowrank_order="before", quantize="kmeans", kmeans_bits=8
-    )
-    assert lowrank["lowrank"] == {"energy": 0.9} and lowrank["lowrank_order"] == "before"
-    assert lowrank["quantize"] == "kmeans" and lowrank["bits"] == 8
-    assert candidate_for(quantize="float") == {
-        "layer_amounts": {"stem.*": 0.5, "layer1.*": 0.25},
-        "importance": "l1",
-        "quantize": "float",
-    }
-
-
-def test_onnx_only_models_search_quantization_only():
-    import optuna
-
-    bench = SimpleNamespace(module=None)
-    trial = optuna.trial.FixedTrial({"quantize": "kmeans", "kmeans_bits": 4})
-    assert suggest(trial, bench, {}) == {"quantize": "kmeans", "bits": 4}
+CANDIDATE = {
+    "layer_amounts": {"stem.*": 0.5, "layer1.*": 0.25},
+    "importance": "l1",
+    "lowrank": {"ratio": 0.7},
+    "lowrank_order": "after",
+    "quantize": "float",
+}
 
 
 @pytest.mark.parametrize(
@@ -68,6 +36,11 @@ def test_onnx_only_models_search_quantization_only():
             "prune stem=0.50 (l1) + tucker ratio 0.5 + k-means 4-bit",
         ),
         ({"layer_amounts": {"stem.*": 0.0}, "importance": "bn_scale", "quantize": "float"}, "float baseline"),
+        (
+            {"layer_amounts": {"stem.0": 0.5}, "quantize": "int8", "float_nodes": ["/a/Conv", "/b/Conv"]},
+            "prune stem.0=0.50 (l1) + int8 (2 node(s) kept float)",
+        ),
+        ({"acme-scale.factor": 0.5, "quantize": "float"}, "acme-scale.factor=0.5"),
     ],
 )
 def test_descriptions_name_every_stage_in_order(candidate, text):
@@ -75,7 +48,7 @@ def test_descriptions_name_every_stage_in_order(candidate, text):
 
 
 def test_a_lowrank_stage_that_replaced_nothing_is_dropped():
-    candidate = candidate_for(lowrank="tucker", lowrank_rank="ratio 0.7", lowrank_order="after", quantize="float")
+    candidate = CANDIDATE
     nothing = {"stages": {"lowrank": {"decomposed": [], "skipped": {"stem.0": "MACs would be 1.20× the original"}}}}
     something = {"stages": {"lowrank": {"decomposed": ["layer1.conv1"], "skipped": {}}}}
     assert "lowrank" not in effective_candidate(candidate, nothing)

@@ -92,3 +92,11 @@ def test_svd_transformer_runs_in_eval_fast_path_and_training(tmp_path: Path) -> 
         fast = out(ids)  # eval + no_grad takes the fused encoder path, which reads linear1.weight
     slow = out.train()(ids)
     torch.testing.assert_close(fast, slow, atol=1e-4, rtol=1e-4)
+
+
+def test_layer_ratios_give_a_layer_its_own_ranks() -> None:
+    model = nn.Sequential(nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1))
+    x = torch.randn(1, 16, 8, 8)
+    config = LowRankConfig(method="tucker", ratio=0.5, layer_ratios={"2": 0.25})
+    _out, done, _ = decompose(copy.deepcopy(model), config, (x,), 0)
+    assert done["0"]["ranks"] == [16, 8] and done["2"]["ranks"] == [8, 8]
