@@ -1,7 +1,8 @@
 """Multi-objective search over compression settings with Optuna's NSGA-II.
 
-Objectives: the recipe's metric (max), p50 latency at the gate batch on the
-provider (min), size on disk (min). The budget's limits are constraints, so
+Objectives: the recipe's metric (max), the speedup over the baseline at the
+gate batch on the provider, timed in a sitting together with it (max; see
+``advise.timing``), size on disk (min). The budget's limits are constraints, so
 NSGA-II ranks feasible candidates first. Each trial is a real proxy: the
 workbench runs the candidate's stages with a brief fine-tune, exports,
 quantizes and measures.
@@ -140,12 +141,12 @@ def effective_candidate(candidate: dict[str, Any], figures: dict[str, Any]) -> d
 
 
 def objectives(figures: dict[str, Any]) -> tuple[float, float, float]:
-    return figures["metric"], figures["p50_ms"], float(figures["size_bytes"])
+    return figures["metric"], figures["speedup"], float(figures["size_bytes"])
 
 
 def dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    (ma, la, sa), (mb, lb, sb) = objectives(a), objectives(b)
-    return ma >= mb and la <= lb and sa <= sb and (ma > mb or la < lb or sa < sb)
+    (ma, xa, sa), (mb, xb, sb) = objectives(a), objectives(b)
+    return ma >= mb and xa >= xb and sa <= sb and (ma > mb or xa > xb or sa < sb)
 
 
 def pareto_front(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -165,21 +166,28 @@ def run_search(
     seed: int,
     progress: Callable[..., None],
     prune_sensitivity: dict[str, dict[str, float]] | None = None,
+    evaluate: Callable[[dict[str, Any], Path], dict[str, Any]] | None = None,
+    jobs: int = 1,
 ) -> list[dict[str, Any]]:
-    """Run the study; returns one record per finished trial (candidate, proxy figures, feasibility)."""
+    """Run the study; returns one record per finished trial (candidate, proxy figures, feasibility).
+
+    ``evaluate`` builds and times a candidate (default ``bench.evaluate``; ``advise.trials`` builds on
+    workers); with ``jobs`` > 1 that many trials are in flight at once.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     groups = layer_groups(bench) if bench.module is not None else {}
     records: list[dict[str, Any]] = []
     sampler = optuna.samplers.NSGAIISampler(population_size=max(4, min(12, trials // 3)), seed=seed)
-    study = optuna.create_study(directions=["maximize", "minimize", "minimize"], sampler=sampler)
+    study = optuna.create_study(directions=["maximize", "maximize", "minimize"], sampler=sampler)
+    evaluate = evaluate or bench.evaluate
     for point in starting_points(bench, groups, prune_sensitivity)[:trials]:
         study.enqueue_trial(point)
 
     def objective(trial: Any) -> tuple[float, float, float]:
         suggested = suggest(trial, bench, groups)
-        figures = bench.evaluate(suggested, folder / f"trial-{trial.number:03d}")
+        figures = evaluate(suggested, folder / f"trial-{trial.number:03d}")
         violations = budget.violations(figures)
         for name, value in violations.items():
             trial.set_constraint(name, value)  # NSGA-II ranks feasible trials (all <= 0) first
@@ -187,20 +195,22 @@ def run_search(
         record = {
             "trial": trial.number,
             "candidate": candidate,
-            "figures": {k: v for k, v in figures.items() if k != "params_path"},
+            "figures": {k: v for k, v in figures.items() if k not in ("params_path", "trained_by", "timed_by")},
             "violations": violations,
             "feasible": budget.meets(figures),
+            "trained_by": figures.get("trained_by"),
+            "timed_by": figures.get("timed_by"),
         }
         if candidate != suggested:
             record["suggested"] = suggested
         records.append(record)
         log.info(
-            "trial %d: %s → metric %.4f, %.2f ms (%.2fx), %.0f kB%s",
+            "trial %d: %s → metric %.4f, %.2fx [%.2f, %.2f], %.0f kB%s",
             trial.number,
             describe_candidate(candidate),
             figures["metric"],
-            figures["p50_ms"],
             figures["speedup"],
+            *figures["speedup_ci"],
             figures["size_bytes"] / 1000,
             "" if record["feasible"] else " (outside the budget)",
         )
@@ -209,7 +219,7 @@ def run_search(
     def after_trial(study: Any, trial: Any) -> None:
         progress("trial", done=len(records), total=trials, front=len(pareto_front(records)))
 
-    study.optimize(objective, n_trials=trials, timeout=timeout_s, callbacks=[after_trial])
+    study.optimize(objective, n_trials=trials, timeout=timeout_s, callbacks=[after_trial], n_jobs=jobs)
     return records
 
 

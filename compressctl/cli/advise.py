@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from compressctl.cli.batch import Executor
 from compressctl.cli.common import DEBUG, QUIET, VERBOSE, handle_errors, is_interactive, setup_logging, stderr_console
 
 log = logging.getLogger("compressctl")
@@ -50,10 +51,16 @@ def advise(
         help="Recipe YAML: model, data, metric and providers (its stages before the first compressing stage make the baseline).",
     ),
     min_speedup: float | None = typer.Option(
-        None, "--min-speedup", min=0.0, help="Baseline p50 / candidate p50 at least this."
+        None,
+        "--min-speedup",
+        min=0.0,
+        help="Speedup over the baseline, timed together with it in a sitting, at least this.",
     ),
     max_latency_ms: float | None = typer.Option(
-        None, "--max-latency-ms", min=0.0, help="Candidate p50 (ms, at the gate batch) at most this."
+        None,
+        "--max-latency-ms",
+        min=0.0,
+        help="Candidate latency (ms at the gate batch, the sitting's estimate) at most this.",
     ),
     max_size_mb: float | None = typer.Option(
         None, "--max-size-mb", min=0.0, help="Model file size at most this (decimal MB)."
@@ -82,6 +89,23 @@ def advise(
     keep_trials: bool = typer.Option(False, "--keep-trials", help="Keep the proxy models of every trial."),
     layers: bool = typer.Option(
         True, "--sensitivity/--no-sensitivity", help="Per-layer sensitivity analysis (plots and table)."
+    ),
+    jobs: int | None = typer.Option(
+        None,
+        "-j",
+        "--jobs",
+        min=1,
+        max=256,
+        help="Trials built at the same time (default: 1 locally, one per CPU on Ray); latency is always timed "
+        "here, one sitting at a time.",
+    ),
+    executor: Executor = typer.Option(
+        Executor.local,
+        "--executor",
+        help="Where trials are built: local (processes on this machine) or ray (a Ray cluster).",
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="Ray cluster address (auto, or ray://host:10001); default: a new local Ray."
     ),
     quiet: bool = QUIET,
     verbose: bool = VERBOSE,
@@ -117,6 +141,9 @@ def advise(
                 keep_trials=keep_trials,
                 analyse_layers=layers,
                 progress=progress,
+                executor=executor.value,
+                jobs=jobs,
+                address=address,
             )
         finally:
             progress.close()
