@@ -14,6 +14,7 @@ latency is taken on another machine or beside another sitting.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -57,8 +58,14 @@ def builders_paused() -> Iterator[None]:
                 os.kill(pid, cont)
 
 
-def sit_with_baseline(bench: Any, models: dict[str, Path], settings: SittingSettings = PROXY_SITTING) -> SittingResult:
-    """Time ``models`` together with the baseline (the reference of every speedup) at the gate batch."""
+def proxy_settings(bench: Any) -> SittingSettings:
+    """A proxy's short sitting, with the recipe's statistic (the finalists' sitting uses it too)."""
+    return dataclasses.replace(PROXY_SITTING, statistic=bench.recipe.report.statistic)
+
+
+def sit_with_baseline(bench: Any, models: dict[str, Path], settings: SittingSettings | None = None) -> SittingResult:
+    """Time ``models`` together with the baseline (the reference of every speedup) at the gate batch;
+    a proxy's short sitting unless ``settings`` say otherwise."""
     from compressctl.measure.sitting import time_together
 
     paths = {BASELINE: Path(bench.baseline_path), **{name: Path(p) for name, p in models.items()}}
@@ -69,7 +76,7 @@ def sit_with_baseline(bench: Any, models: dict[str, Path], settings: SittingSett
             provider=bench.provider,
             batch_sizes=[bench.batch_size],
             threads=bench.threads,
-            settings=settings,
+            settings=settings or proxy_settings(bench),
         )[0]
 
 

@@ -98,24 +98,17 @@ def local_builders(bench: Any, jobs: int) -> Iterator[Evaluate]:
 
 
 @contextlib.contextmanager
-def ray_builders(bench: Any, address: str | None) -> Iterator[Evaluate]:
-    """Each proxy built by one Ray task (one CPU) on any node of the cluster; ``bench`` sent once."""
+def ray_builders(bench: Any, jobs: int | None, address: str | None) -> Iterator[tuple[Evaluate, int]]:
+    """Each proxy built by one Ray task (one CPU) on any node of the cluster, ``bench`` sent once; ``jobs``
+    tasks in flight (default: one per CPU of the cluster)."""
     from compressctl.batch.executors import RAY_CPUS_PER_TASK, connect_ray
 
     ray = connect_ray(address)
     shared = ray.put(bench)
     remote = ray.remote(num_cpus=RAY_CPUS_PER_TASK, max_retries=0)(_build_on_ray)
-    log.info("advise: proxies built on Ray workers; latency timed in this process")
-    yield timed_after(bench, lambda candidate, folder: ray.get(remote.remote(shared, candidate, folder)))
-
-
-def ray_slots(jobs: int | None) -> int:
-    """Trials in flight on Ray: ``jobs`` when given, else one per CPU of the cluster."""
-    from compressctl.batch.executors import connect_ray, ray_tasks_in_flight
-
-    if jobs is not None:
-        return ray_tasks_in_flight(jobs, jobs)
-    return max(1, int(connect_ray(None).cluster_resources().get("CPU", 1)))
+    slots = jobs or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    log.info("advise: proxies built by %d Ray tasks at a time; latency timed in this process", slots)
+    yield timed_after(bench, lambda candidate, folder: ray.get(remote.remote(shared, candidate, folder))), slots
 
 
 def check_executor(executor: str, jobs: int | None) -> None:
@@ -135,8 +128,8 @@ def trial_evaluator(
     """
     check_executor(executor, jobs)
     if executor == "ray":
-        with ray_builders(bench, address) as evaluate:
-            yield evaluate, ray_slots(jobs)
+        with ray_builders(bench, jobs, address) as found:
+            yield found
     elif (jobs or 1) > 1:
         with local_builders(bench, jobs or 1) as evaluate:
             yield evaluate, jobs or 1
