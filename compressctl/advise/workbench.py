@@ -73,6 +73,22 @@ class Workbench:
     first_index: int = 1  # pipeline index of the first compression stage (stage seeds are seed + index)
     shared: dict[str, tuple[Any, dict[str, Any]]] = field(default_factory=dict)  # stage prefixes → (artifact, details)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled for builder processes (``advise.trials``): the recipe goes as data, since its model class
+        is built at run time from the registered runners; ``__setstate__`` validates it again there."""
+        state = dict(self.__dict__)
+        source = getattr(self.recipe, "_source_path", None)
+        state["recipe"] = (self.recipe.model_dump(mode="json", exclude_unset=True), source)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        from compressctl.recipe.loader import validate_data
+
+        data, source = state["recipe"]
+        recipe = validate_data(data, str(source or "recipe"))
+        recipe._source_path = source
+        self.__dict__.update(state, recipe=recipe)
+
     @property
     def metric(self) -> str:
         metric = self.recipe.evaluate.metric

@@ -205,4 +205,4 @@ def test_page_charts_render_in_a_browser(tmp_path):
     assert set(charts) == {"pareto", "prune", "latency-share"}
     for name, markup in charts.items():
         assert 'class="main-svg"' in markup, f"chart {name} did not render"
-    assert 'class="trace scatter"' in charts["pareto"] and "speedup (timed with the baseline" in charts["pareto"]
+    assert "trace scatter" in charts["pareto"] and "speedup (timed with the baseline" in charts["pareto"]

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from compressctl.advise.budget import Budget
-from tests.advise.test_advisor import advise_recipe_path, tiny_candidate
+from tests.advise.test_advisor import REPORT, advise_recipe_path, tiny_candidate
+from tests.conftest import tiny_recipe, write_recipe
 
 ROOMY = Budget(max_size_mb=100.0)  # every candidate meets it: no proxy calibration, one finalist
 
@@ -78,26 +79,18 @@ def test_local_builders_are_paused_while_a_sitting_runs():
 
 
 def test_jobs_build_in_local_processes_and_time_in_this_one(workspace):
-    from compressctl.advise.search import run_search
+    from concurrent.futures import ThreadPoolExecutor
+
     from compressctl.advise.trials import trial_evaluator
 
     folder, _recipe, bench = workspace
-    with trial_evaluator(bench, jobs=2) as (evaluate, slots):
-        records = run_search(
-            bench,
-            ROOMY,
-            folder / "jobs",
-            trials=2,
-            timeout_s=None,
-            seed=0,
-            progress=lambda *args, **fields: None,
-            evaluate=evaluate,
-            jobs=slots,
-        )
-    assert slots == 2 and len(records) == 2
-    for record in records:
-        assert record["timed_by"]["pid"] == os.getpid() != record["trained_by"]["pid"]
-        assert record["figures"]["speedup_ci"][0] <= record["figures"]["speedup"]
+    candidates = [tiny_candidate(quantize="float"), tiny_candidate(quantize="int8")]
+    with trial_evaluator(bench, jobs=2) as (evaluate, slots), ThreadPoolExecutor(2) as search_threads:
+        found = list(search_threads.map(evaluate, candidates, [folder / "jobs-0", folder / "jobs-1"]))
+    assert slots == 2
+    for figures in found:
+        assert figures["timed_by"]["pid"] == os.getpid() != figures["trained_by"]["pid"]
+        assert figures["speedup_ci"][0] <= figures["speedup"] <= figures["speedup_ci"][1]
 
 
 @pytest.fixture
@@ -110,10 +103,15 @@ def local_ray():
 
 
 def test_advise_on_ray_times_every_trial_in_the_measuring_process(workspace, local_ray):
+    """An ONNX-only model keeps it short: calibration and quantization run on the Ray workers."""
     from compressctl.advise.advisor import advise
+    from compressctl.recipe import load_recipe
 
-    folder, recipe, _bench = workspace
-    out = folder / "out"  # the workspace's: the baseline's training is reused from the cache
+    folder, _recipe, bench = workspace
+    onnx_recipe = tiny_recipe(stages=[], report=REPORT)
+    onnx_recipe["model"] = {"onnx": str(bench.baseline_path), "inputs": onnx_recipe["model"]["inputs"]}
+    recipe = load_recipe(write_recipe(folder, onnx_recipe, "ray.yaml"))
+    out = folder / "ray"
     result = advise(recipe, out, ROOMY, trials=2, finalists=1, analyse_layers=False, executor="ray", jobs=2)
     recorded = json.loads((out / "advise.json").read_text())
     assert len(recorded["trials"]) == 2 and recorded["executor"]["kind"] == "ray"
