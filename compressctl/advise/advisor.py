@@ -56,17 +56,24 @@ def advise(
     analyse_layers: bool = True,
     progress: Callable[..., None] | None = None,
     strategy: str = "nsga2",
+    executor: str = "local",
+    jobs: int | None = None,
+    address: str | None = None,
 ) -> dict[str, Any]:
     """Search for the compression that fits ``budget``; writes DIR/recommended.yaml, advise.json, advise.html.
 
     ``strategy``: ``nsga2``, ``rl`` or ``random`` (``compressctl.advise.strategies``).
+    ``executor``/``jobs``/``address``: where the trials' proxies are built (``advise.trials``); every latency
+    is timed in this process.
     """
-    from compressctl.advise import page, recipes, search, sensitivity
+    from compressctl.advise import findings, page, recipes, search, sensitivity, timing
     from compressctl.advise.strategies import STRATEGIES
+    from compressctl.advise.trials import check_executor, trial_evaluator
 
     progress = progress or _noop
     started = time.perf_counter()
-    output_dir = Path(output_dir)
+    check_executor(executor, jobs)
+    output_dir = Path(output_dir).resolve()  # builders on other processes and nodes see the same paths
     output_dir.mkdir(parents=True, exist_ok=True)
     if not budget.limits():
         raise UserError(
@@ -84,7 +91,7 @@ def advise(
         "advise: baseline %s %.4f, %.2f ms at batch %d on %s",
         bench.metric,
         bench.baseline["metric"],
-        bench.baseline["p50_ms"],
+        bench.baseline["latency_ms"],
         bench.batch_size,
         provider,
     )
@@ -102,28 +109,36 @@ def advise(
         # keep about a third of what is left for the finalists' full runs
         timeout = max(30.0, (time_budget_min * 60 - spent) * 0.6)
     progress("phase", name="search", total=trials)
-    records = search.run_search(
-        bench,
-        search_budget,
-        output_dir / "trials",
-        trials=trials,
-        timeout_s=timeout,
-        seed=recipe.seed,
-        progress=progress,
-        analysis=analysis,
-        strategy=strategy,
-    )
+    with trial_evaluator(bench, executor=executor, jobs=jobs, address=address) as (evaluate, slots):
+        records = search.run_search(
+            bench,
+            search_budget,
+            output_dir / "trials",
+            trials=trials,
+            timeout_s=timeout,
+            seed=recipe.seed,
+            progress=progress,
+            analysis=analysis,
+            strategy=strategy,
+            evaluate=evaluate,
+            jobs=slots,
+        )
+    records.sort(key=lambda r: r["trial"])
     front = search.pareto_front(records)
     chosen = search.choose_finalists(records, finalists, search_budget)
+    baseline_size = base_report_size(base_report)
+    for record in records:
+        data = recipes.candidate_recipe(recipe, record["candidate"], budget, baseline_size, bench.round_to)
+        path = output_dir / "candidates" / f"trial-{record['trial']:03d}.yaml"
+        record["recipe_path"] = str(write_recipe(path, data, recipe, record["candidate"]))
 
     progress("phase", name="finalists", total=len(chosen))
-    baseline_size = base_report_size(base_report)
     confirmed = []
     for number, record in enumerate(chosen, start=1):
         data = recipes.candidate_recipe(recipe, record["candidate"], budget, baseline_size, bench.round_to)
         confirmed.append(confirm(data, recipe, output_dir, number, providers, bench.metric, record))
         progress("finalist", done=number, total=len(chosen))
-    time_finalists(bench, confirmed, budget)
+    sitting = time_finalists(bench, confirmed, budget)
 
     feasible = [c for c in confirmed if c["feasible"]]
     best = recommend(feasible, budget)
@@ -142,11 +157,14 @@ def advise(
         "trials": records,
         "pareto_front": [r["trial"] for r in front],
         "finalists": confirmed,
+        "finalist_sitting": sitting,
+        "executor": {"kind": executor, "jobs": jobs, "timed_by": timing.process_id()},
         "recommended": best,
         "recommended_path": str(output_dir / "recommended.yaml") if best else None,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    result["explanation"] = page.explain(result)
+    result["findings"] = findings.findings(result)
+    result["explanation"] = findings.explain(result)
     (output_dir / "advise.json").write_text(json.dumps(result, indent=2, default=str))
     page.write_page(result, output_dir / "advise.html")
     if not keep_trials:
@@ -180,22 +198,24 @@ def recommend(feasible: list[dict[str, Any]], budget: Budget) -> dict[str, Any] 
     """The most accurate finalist that meets the budget; among equally accurate ones, the fastest,
     and among those equally fast (within ``SPEED_TIE``, the run-to-run noise of a latency), the smallest.
 
-    Finalists that still meet the latency limits at their p90 latency come first:
-    one that meets them only at p50 can miss them when the recipe is applied again.
+    Finalists that still meet the latency limits at the slow end of their speedup's interval come
+    first: one that meets them only at its estimate can miss them when the recipe is applied again.
     """
     if not feasible:
         return None
-    robust = [
-        c
-        for c in feasible
-        if budget.meets(dict(c["figures"], p50_ms=c["figures"]["p90_ms"], speedup=c["figures"]["speedup_at_p90"]))
-    ]
+    robust = [c for c in feasible if budget.meets(at_slow_end(c["figures"]))]
     pool = robust or feasible
     top = max(c["figures"]["metric"] for c in pool)
     tied = [c for c in pool if c["figures"]["metric"] >= top - ACCURACY_TIE]
     fastest = max(c["figures"]["speedup"] for c in tied)
     as_fast = [c for c in tied if c["figures"]["speedup"] * (1 + SPEED_TIE) >= fastest]
     return min(as_fast, key=lambda c: (c["figures"]["size_bytes"], -c["figures"]["speedup"]))
+
+
+def at_slow_end(figures: dict[str, Any]) -> dict[str, Any]:
+    """The figures at the low end of the speedup's interval (the latency scaled alike)."""
+    low = max(figures["speedup_ci"][0], 1e-9)
+    return dict(figures, speedup=low, latency_ms=figures["latency_ms"] * figures["speedup"] / low)
 
 
 def pin_quantization(data: dict[str, Any], report: dict[str, Any]) -> bool:
@@ -275,42 +295,53 @@ def prepare(recipe: Any, output_dir: Path, providers: list[str]) -> tuple[Any, d
     return bench, report
 
 
-def side_by_side_figures(
-    figures: dict[str, Any], timing: dict[str, Any], base_timing: dict[str, Any]
-) -> dict[str, Any]:
-    """A finalist's report figures with its latency and speedup from the side-by-side timing (its report's kept
-    as ``report_speedup``)."""
-    return dict(
-        figures,
-        p50_ms=timing["p50_ms"],
-        p90_ms=timing["p90_ms"],
-        speedup=base_timing["p50_ms"] / timing["p50_ms"],
-        speedup_at_p90=base_timing["p50_ms"] / timing["p90_ms"],
-        report_speedup=figures["speedup"],
-        session_p50s=timing["p50s"],
-    )
+REPORT_TIMING = ("p50_ms", "p90_ms", "speedup", "speedup_at_p90", "baseline_p50_ms")  # the apply run's own
 
 
-LATENCY_GATES = ("min_speedup", "max_latency_ms")  # judged on the side-by-side timing
+def sitting_figures(figures: dict[str, Any], timing: dict[str, Any]) -> dict[str, Any]:
+    """A finalist's report figures with its latency, speedup and interval from the finalists' sitting.
+
+    Its apply report timed it in a sitting of its own run: those figures are kept
+    apart, under ``apply_report_timing``, so that one speedup is shown, never two.
+    """
+    kept = {k: v for k, v in figures.items() if k not in REPORT_TIMING}
+    return dict(kept, **timing, apply_report_timing={k: figures[k] for k in REPORT_TIMING if k in figures})
 
 
-def time_finalists(bench: Any, finalists: list[dict[str, Any]], budget: Budget) -> None:
-    """Time every finalist's model and the baseline side by side, and judge the finalists on those figures.
+LATENCY_GATES = ("min_speedup", "max_latency_ms")  # judged on the finalists' sitting
+
+
+def time_finalists(bench: Any, finalists: list[dict[str, Any]], budget: Budget) -> dict[str, Any] | None:
+    """Time every finalist's model and the baseline together in one sitting, and judge the finalists on it.
 
     Each report timed its model minutes apart from the others, and latency on a
     shared CPU drifts by up to a quarter over minutes: a finalist must not win or
     lose on when it ran. Accuracy, size and the other gates come from the reports.
+    Returns the sitting's summary.
     """
-    from compressctl.advise.workbench import CONFIRM_ROUNDS
+    from compressctl.advise.timing import time_finalists as sit
+    from compressctl.measure.runner import sitting_settings
 
-    report = bench.recipe.report
-    paths = [bench.baseline_path] + [Path(f["model_path"]) for f in finalists]
-    base, *timings = bench.side_by_side(paths, CONFIRM_ROUNDS, warmup=report.warmup, repeat=report.repeat)
-    for finalist, timing in zip(finalists, timings, strict=True):
-        figures = side_by_side_figures(finalist["figures"], timing, base)
+    if not finalists:
+        return None
+    models = {f"finalist {f['finalist']}": Path(f["model_path"]) for f in finalists}
+    timings, summary = sit(bench, models, sitting_settings(bench.recipe.report))
+    for finalist, name in zip(finalists, models, strict=True):
+        figures = sitting_figures(finalist["figures"], timings[name])
         finalist["figures"] = figures
         finalist["violations"] = budget.violations(figures)
         finalist["feasible"] = budget.meets(figures) and finalist.pop("other_gates_passed")
+    return summary
+
+
+def write_recipe(path: Path, data: dict[str, Any], recipe: Any, candidate: dict[str, Any]) -> Path:
+    """A candidate's recipe as a file ``compressctl apply`` takes, with a line saying where it came from."""
+    from compressctl.advise.search import describe_candidate
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = f"# Written by `compressctl advise` for {recipe.name}: {describe_candidate(candidate)}\n"
+    path.write_text(header + yaml.safe_dump(data, sort_keys=False))
+    return path
 
 
 def confirm(
@@ -333,17 +364,14 @@ def confirm(
     from compressctl.recipe.loader import validate_data
 
     folder = output_dir / "finalists" / f"{number:02d}"
-    folder.mkdir(parents=True, exist_ok=True)
-    recipe_path = folder / "recipe.yaml"
-    header = f"# Written by `compressctl advise` for {recipe.name}: {describe_candidate(record['candidate'])}\n"
-    recipe_path.write_text(header + yaml.safe_dump(data, sort_keys=False))
+    recipe_path = write_recipe(folder / "recipe.yaml", data, recipe, record["candidate"])
     model = validate_data(data, str(recipe_path))
     log.info("advise: finalist %d (%s): full run", number, describe_candidate(record["candidate"]))
     # the same run folder as the baseline: its train stage is reused from the cache
     report = apply(model, output_dir / "run", providers=providers)
     shutil.copyfile(output_dir / "run" / "report.json", folder / "report.json")
     if pin_quantization(data, report):
-        recipe_path.write_text(header + yaml.safe_dump(data, sort_keys=False))
+        write_recipe(recipe_path, data, recipe, record["candidate"])
         validate_data(data, str(recipe_path))
     for source in onnx_files(output_dir / "run" / MODEL_FILE):
         shutil.copyfile(source, folder / source.name)

@@ -117,16 +117,18 @@ class ReinforceAgent:
         number, self.asked = self.asked, self.asked + 1
         if self.starting:
             return Proposal(number, self.space.fill(self.starting.pop(0)))
-        log_probs = []
+        actions: list[tuple[Dimension, int]] = []
 
         def choose(dim: Dimension) -> Any:
-            logits = self.policy(dim)
-            index = int(torch.multinomial(torch.softmax(logits.detach(), -1), 1, generator=self.generator))
-            log_probs.append(torch.log_softmax(logits, -1)[index])
+            with torch.no_grad():
+                probs = torch.softmax(self.policy(dim), -1)
+            index = int(torch.multinomial(probs, 1, generator=self.generator))
+            actions.append((dim, index))
             return dim.choices[index]
 
         values = self.space.sample(choose)
-        return Proposal(number, values, torch.stack(log_probs).sum() if log_probs else None)
+        # the actions, not a graph: several proposals may be out at once (--jobs) and tells step the policy
+        return Proposal(number, values, actions or None)
 
     def tell(self, proposal: Proposal, figures: dict[str, Any], violations: dict[str, float]) -> None:
         gained = reward(figures, violations, self.limits)
@@ -139,7 +141,10 @@ class ReinforceAgent:
         spread = statistics.pstdev(self.rewards)
         if proposal.handle is None or spread == 0.0:  # a starting point: not the policy's own action
             return
-        loss = -(advantage / spread) * proposal.handle
+        import torch
+
+        log_prob = torch.stack([torch.log_softmax(self.policy(d), -1)[i] for d, i in proposal.handle]).sum()
+        loss = -(advantage / spread) * log_prob
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()

@@ -1,4 +1,8 @@
-"""The user's budget: feasibility limits on speedup, latency, size and accuracy drop."""
+"""The user's budget: feasibility limits on speedup, latency, size and accuracy drop.
+
+Speedup and latency are a sitting's (``advise.timing``): the speedup over the
+baseline timed together with it, the latency its estimate in that sitting.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ class Budget:
         if self.min_speedup is not None:
             found["min_speedup"] = self.min_speedup - figures["speedup"]
         if self.max_latency_ms is not None:
-            found["max_latency_ms"] = figures["p50_ms"] - self.max_latency_ms
+            found["max_latency_ms"] = figures["latency_ms"] - self.max_latency_ms
         if self.max_size_mb is not None:
             found["max_size_mb"] = figures["size_bytes"] / MB - self.max_size_mb
         if self.max_accuracy_drop is not None:
@@ -42,7 +46,7 @@ class Budget:
         if self.min_speedup is not None:
             parts.append(f"speedup >= {self.min_speedup:g}x")
         if self.max_latency_ms is not None:
-            parts.append(f"p50 <= {self.max_latency_ms:g} ms")
+            parts.append(f"latency <= {self.max_latency_ms:g} ms")
         if self.max_size_mb is not None:
             parts.append(f"size <= {self.max_size_mb:g} MB")
         if self.max_accuracy_drop is not None:

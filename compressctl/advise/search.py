@@ -7,10 +7,12 @@ an energy) placed before or after pruning, the quantization (float, static INT8
 with or without the accuracy-aware float fallback and with the nodes INT8 hurts
 most kept float or not, k-means at 4 or 8 bits), and any tagged option of a
 third-party stage the recipe lists. The strategy (``compressctl.advise.strategies``:
-NSGA-II, an RL agent or random) proposes values; the workbench runs the
-candidate's stages with a brief fine-tune, exports, quantizes and measures it.
-Objectives: the recipe's metric (max), p50 latency at the gate batch on the
-provider (min), size on disk (min); the budget's limits are constraints.
+NSGA-II, an RL agent or random) proposes values; the workbench builds the
+candidate (its stages with a brief fine-tune, export, quantization) and
+``advise.timing`` times it with the baseline in a sitting.
+Objectives: the recipe's metric (max), the speedup over the baseline at the
+gate batch on the provider (max), size on disk (min); the budget's limits are
+constraints.
 """
 
 from __future__ import annotations
@@ -110,8 +112,8 @@ def effective_candidate(candidate: dict[str, Any], figures: dict[str, Any]) -> d
 
 
 def dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    (ma, la, sa), (mb, lb, sb) = objectives(a), objectives(b)
-    return ma >= mb and la <= lb and sa <= sb and (ma > mb or la < lb or sa < sb)
+    (ma, xa, sa), (mb, xb, sb) = objectives(a), objectives(b)
+    return ma >= mb and xa >= xb and sa <= sb and (ma > mb or xa > xb or sa < sb)
 
 
 def pareto_front(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -132,8 +134,16 @@ def run_search(
     progress: Callable[..., None],
     analysis: dict[str, Any] | None = None,
     strategy: str = "nsga2",
+    evaluate: Callable[[dict[str, Any], Path], dict[str, Any]] | None = None,
+    jobs: int = 1,
 ) -> list[dict[str, Any]]:
-    """Run the search; returns one record per finished trial (candidate, proxy figures, feasibility)."""
+    """Run the search; returns one record per finished trial (candidate, proxy figures, feasibility).
+
+    ``evaluate`` builds and times a candidate (default ``bench.evaluate``; ``advise.trials`` builds on
+    workers); with ``jobs`` > 1 that many proposals are asked together, evaluated at once and told in order.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from compressctl.advise.space import build_space
     from compressctl.advise.strategies import make_strategy
 
@@ -142,15 +152,23 @@ def run_search(
     agent = make_strategy(strategy, space, seed=seed, limits=budget.limits(), trials=trials, starting=start)
     records: list[dict[str, Any]] = []
     started = time.perf_counter()
-    while len(records) < trials and (timeout_s is None or time.perf_counter() - started < timeout_s):
-        proposal = agent.ask()
-        suggested = space.candidate(proposal.values)
-        figures = bench.evaluate(suggested, folder / f"trial-{proposal.number:03d}")
-        violations = budget.violations(figures)
-        agent.tell(proposal, figures, violations)
-        records.append(trial_record(proposal.number, suggested, figures, violations, budget))
-        records[-1]["params"] = proposal.values
-        progress("trial", done=len(records), total=trials, front=len(pareto_front(records)))
+    evaluate = evaluate or bench.evaluate
+    width = max(1, jobs)
+    with ThreadPoolExecutor(max_workers=width) as pool:
+        while len(records) < trials and (timeout_s is None or time.perf_counter() - started < timeout_s):
+            batch = [agent.ask() for _ in range(min(width, trials - len(records)))]
+            suggested = [space.candidate(p.values) for p in batch]
+            folders = [folder / f"trial-{p.number:03d}" for p in batch]
+            if width == 1:
+                results = [evaluate(suggested[0], folders[0])]
+            else:
+                results = list(pool.map(evaluate, suggested, folders))
+            for proposal, candidate, figures in zip(batch, suggested, results, strict=True):
+                violations = budget.violations(figures)
+                agent.tell(proposal, figures, violations)
+                records.append(trial_record(proposal.number, candidate, figures, violations, budget))
+                records[-1]["params"] = proposal.values
+                progress("trial", done=len(records), total=trials, front=len(pareto_front(records)))
     return records
 
 
@@ -161,19 +179,21 @@ def trial_record(
     record = {
         "trial": number,
         "candidate": candidate,
-        "figures": {k: v for k, v in figures.items() if k != "params_path"},
+        "figures": {k: v for k, v in figures.items() if k not in ("params_path", "trained_by", "timed_by")},
         "violations": violations,
         "feasible": budget.meets(figures),
+        "trained_by": figures.get("trained_by"),
+        "timed_by": figures.get("timed_by"),
     }
     if candidate != suggested:
         record["suggested"] = suggested
     log.info(
-        "trial %d: %s → metric %.4f, %.2f ms (%.2fx), %.0f kB%s",
+        "trial %d: %s → metric %.4f, %.2fx [%.2f, %.2f], %.0f kB%s",
         number,
         describe_candidate(candidate),
         figures["metric"],
-        figures["p50_ms"],
         figures["speedup"],
+        *figures.get("speedup_ci", (figures["speedup"], figures["speedup"])),
         figures["size_bytes"] / 1000,
         "" if record["feasible"] else " (outside the budget)",
     )

@@ -1,6 +1,6 @@
 """Search strategies: ``ask`` for a candidate's parameter values, ``tell`` it the proxy's figures.
 
-* ``nsga2`` (default): Optuna's NSGA-II over metric (max), latency and size (min),
+* ``nsga2`` (default): Optuna's NSGA-II over metric and speedup (max) and size (min),
   the budget's limits as constraints, so feasible candidates rank first;
 * ``rl``: an AMC-style agent, one action per layer (``compressctl.advise.agent``);
 * ``random``: Optuna's RandomSampler, the reference the others must beat.
@@ -26,8 +26,8 @@ class Strategy(Protocol):
 
 
 def objectives(figures: dict[str, Any]) -> tuple[float, float, float]:
-    """What the search optimises: metric (max), p50 latency at the gate batch (min), size on disk (min)."""
-    return figures["metric"], figures["p50_ms"], float(figures["size_bytes"])
+    """What the search optimises: metric (max), speedup over the baseline in a sitting (max), size on disk (min)."""
+    return figures["metric"], figures["speedup"], float(figures["size_bytes"])
 
 
 def suggest(trial: Any, dim: Dimension) -> Any:
@@ -44,7 +44,7 @@ class OptunaStrategy:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.space = space
-        self.study = optuna.create_study(directions=["maximize", "minimize", "minimize"], sampler=sampler)
+        self.study = optuna.create_study(directions=["maximize", "maximize", "minimize"], sampler=sampler)
         for point in starting:
             self.study.enqueue_trial(point)
 

@@ -27,10 +27,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("compressctl")
 
 FAST_INT8 = {"format": "qdq", "activation": "uint8", "weight": "int8"}  # the fast format on x86 CPUs
-PROXY_WARMUP = 3
-PROXY_REPEAT = 20
-PROXY_SESSIONS = 2  # a proxy's p50 is the faster of two sessions (see best_timing)
-CONFIRM_ROUNDS = 3  # the finalists and the baseline are timed side by side this many times
 SMALL_BN_SCALE = 0.05  # |gamma| below this: a channel network slimming has all but switched off
 
 
@@ -77,6 +73,22 @@ class Workbench:
     first_index: int = 1  # pipeline index of the first compression stage (stage seeds are seed + index)
     shared: dict[str, tuple[Any, dict[str, Any]]] = field(default_factory=dict)  # stage prefixes → (artifact, details)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled for builder processes (``advise.trials``): the recipe goes as data, since its model class
+        is built at run time from the registered runners; ``__setstate__`` validates it again there."""
+        state = dict(self.__dict__)
+        source = getattr(self.recipe, "_source_path", None)
+        state["recipe"] = (self.recipe.model_dump(mode="json", exclude_unset=True), source)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        from compressctl.recipe.loader import validate_data
+
+        data, source = state["recipe"]
+        recipe = validate_data(data, str(source or "recipe"))
+        recipe._source_path = source
+        self.__dict__.update(state, recipe=recipe)
+
     @property
     def metric(self) -> str:
         metric = self.recipe.evaluate.metric
@@ -88,10 +100,8 @@ class Workbench:
         return example_inputs(self.recipe.model.inputs, self.recipe.model.dims, batch=2)
 
     # -- measuring ------------------------------------------------------------------
-    def score(
-        self, path: Path, warmup: int = PROXY_WARMUP, repeat: int = PROXY_REPEAT, sessions: int = PROXY_SESSIONS
-    ) -> dict[str, Any]:
-        """Metric on the validation split, p50 at the gate batch (the fastest of ``sessions``), size on disk."""
+    def score(self, path: Path) -> dict[str, Any]:
+        """Metric on the validation split and size on disk (latency: ``advise.timing``, in a sitting)."""
         from compressctl.measure.latency import make_session
         from compressctl.measure.metrics import evaluate_outputs, predict
         from compressctl.measure.size import size_on_disk
@@ -100,62 +110,26 @@ class Workbench:
         outputs = predict(session, self.data.val, self.recipe.data.batch_size)
         reference = self.baseline.get("outputs")
         metrics = evaluate_outputs(outputs, self.data.val.labels, reference if reference is not None else outputs, "")
-        figures = {
-            "metric": float(metrics[self.metric]),
-            "p50_ms": self.best_timing(path, sessions, warmup, repeat, first=session)["p50_ms"],
-            "size_bytes": size_on_disk(path),
-        }
+        figures = {"metric": float(metrics[self.metric]), "size_bytes": size_on_disk(path)}
         if not self.baseline:
             figures["outputs"] = outputs
         return figures
 
-    def best_timing(
-        self, path: Path, sessions: int, warmup: int = 10, repeat: int = 100, first: Any = None
-    ) -> dict[str, Any]:
-        """p50 and p90 at the gate batch of the fastest of ``sessions`` fresh ONNX Runtime sessions of ``path``."""
-        return self.side_by_side([path], sessions, warmup, repeat, first=first)[0]
-
-    def side_by_side(
-        self, paths: list[Path], rounds: int, warmup: int = 10, repeat: int = 100, first: Any = None
-    ) -> list[dict[str, Any]]:
-        """Time ``paths`` in turn, ``rounds`` times, each in a fresh session; per path the fastest session's
-        p50 and p90 at the gate batch, and every session's p50 (``p50s``).
-
-        On a shared CPU the same model runs up to a quarter slower for minutes at a
-        time (INT8 more than float): models timed in turn see the same conditions,
-        and interference only slows a run down, so the fastest session is the
-        model's speed. ``first`` is an open session of ``paths[0]`` to reuse.
-        """
-        from compressctl.measure.latency import make_session, summarize, time_session
-
-        found: list[list[dict[str, float]]] = [[] for _ in paths]
-        for number in range(rounds):
-            for position, path in enumerate(paths):
-                reuse = number == 0 and position == 0 and first is not None
-                session = first if reuse else make_session(path, self.provider, self.threads)
-                times = time_session(session, self.feeds, warmup=warmup, repeat=repeat, max_seconds=20)
-                found[position].append(summarize(times, self.batch_size))
-        timings = []
-        for stats in found:
-            best = min(stats, key=lambda s: s["p50_ms"])
-            timings.append(
-                {"p50_ms": best["p50_ms"], "p90_ms": best["p90_ms"], "p50s": [round(s["p50_ms"], 4) for s in stats]}
-            )
-        return timings
-
     def quick_metric(self, path: Path) -> float:
-        """The metric alone (one session, one timed run)."""
-        return self.score(path, warmup=0, repeat=1, sessions=1)["metric"]
+        return self.score(path)["metric"]
 
     def measure_baseline(self, path: Path) -> dict[str, Any]:
+        """The baseline's metric, size, MACs, and its latency from a sitting of its own."""
+        from compressctl.advise.timing import BASELINE, sit_with_baseline, timed
         from compressctl.measure.latency import batch_feeds, make_session
 
         session = make_session(path, self.provider, self.threads)
         self.feeds = batch_feeds(session.get_inputs(), self.data.val, self.batch_size)
         self.baseline_path = path
         self.baseline = {}
-        self.baseline = self.score(path, repeat=PROXY_REPEAT * 2)
+        self.baseline = self.score(path)
         self.baseline["macs"] = self.macs(path)
+        self.baseline.update(timed(sit_with_baseline(self, {}), BASELINE), accuracy_drop=0.0)
         return self.baseline
 
     def macs(self, path: Path) -> int:
@@ -165,12 +139,8 @@ class Workbench:
         return count_macs(load_onnx(path, load_external_data=False), self.recipe.model.dims)
 
     def relative(self, figures: dict[str, Any]) -> dict[str, Any]:
-        """Add speedup and accuracy drop against the baseline measured in this process."""
-        return dict(
-            figures,
-            speedup=self.baseline["p50_ms"] / figures["p50_ms"],
-            accuracy_drop=self.baseline["metric"] - figures["metric"],
-        )
+        """Add the accuracy drop against the baseline (speedups come from the sitting: ``advise.timing``)."""
+        return dict(figures, accuracy_drop=self.baseline["metric"] - figures["metric"])
 
     # -- building candidates ----------------------------------------------------------
     def proxy_gap(self, candidate: dict[str, Any], full_epochs: int, folder: Path) -> float:
@@ -352,14 +322,23 @@ class Workbench:
 
     # -- one candidate -----------------------------------------------------------------------
     def evaluate(self, candidate: dict[str, Any], folder: Path) -> dict[str, Any]:
-        """Proxy figures of ``candidate`` (see ``recipes`` for its keys).
+        """Proxy figures of ``candidate``, built and timed in this process (see ``build`` and ``advise.timing``)."""
+        from compressctl.advise.timing import time_proxy
+
+        return time_proxy(self, self.build(candidate, folder))
+
+    def build(self, candidate: dict[str, Any], folder: Path) -> dict[str, Any]:
+        """Build ``candidate``'s proxy and take what does not depend on when it is measured (see ``recipes``
+        for its keys): metric, size, MACs; its latency is left to the measuring process (``advise.timing``).
 
         ``float`` holds the figures before quantization; ``stages`` what the torch
         stages did (layers low-rank replaced or skipped, BatchNorm scales slimmed);
         ``fallback`` what the accuracy-aware fallback returned to float; ``kmeans``
-        how many weights were clustered.
+        how many weights were clustered; ``float_path`` and ``params_path`` the
+        float and final models; ``trained_by`` the process that built it.
         """
         from compressctl.advise.recipes import quantization, torch_stages
+        from compressctl.advise.timing import process_id
 
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
@@ -372,7 +351,8 @@ class Workbench:
         else:
             assert self.baseline_path is not None
             float_path = self.baseline_path
-            figures["float"] = self.relative({k: v for k, v in self.baseline.items() if k != "outputs"})
+            kept = ("metric", "size_bytes", "macs", "accuracy_drop")
+            figures["float"] = {k: v for k, v in self.baseline.items() if k in kept}
         mode = quantization(candidate)
         options = {k: candidate[k] for k in ("per_channel", "calibration", "float_nodes") if k in candidate}
         if mode == "int8" and candidate.get("float_fallback") is not None:
@@ -386,6 +366,5 @@ class Workbench:
         else:
             final_path = float_path
         final = self.relative(self.score(final_path)) if final_path != float_path else dict(figures["float"])
-        final["params_path"] = str(final_path)
-        figures.update(final)
+        figures.update(final, float_path=str(float_path), params_path=str(final_path), trained_by=process_id())
         return figures

@@ -112,17 +112,7 @@ def run_ray(
     Every node must see ``out`` and the recipes at the same paths (a shared file system) and have
     compressctl installed; results come back as task return values and are summarised here.
     """
-    try:
-        import ray
-    except ImportError:
-        raise UserError("the Ray executor needs Ray: pip install 'compressctl[ray]'") from None
-    if not ray.is_initialized():
-        try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise UserError(
-                f"cannot connect to the Ray cluster at {address or 'a new local instance'}: {exc}"
-            ) from None
+    ray = connect_ray(address)
     remote = ray.remote(num_cpus=RAY_CPUS_PER_TASK, max_retries=0)(run_recipe)
 
     def submit(entry: ZooEntry) -> Any:
@@ -146,6 +136,22 @@ def run_ray(
         collect=collect,
         on_result=on_result,
     )
+
+
+def connect_ray(address: str | None) -> Any:
+    """The ``ray`` module, connected to ``address`` (a new local instance without one, or the one already up)."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError("the Ray executor needs Ray: pip install 'compressctl[ray]'") from None
+    if not ray.is_initialized():
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise UserError(
+                f"cannot connect to the Ray cluster at {address or 'a new local instance'}: {exc}"
+            ) from None
+    return ray
 
 
 def ray_tasks_in_flight(jobs: int | None, recipes: int) -> int:

@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 
+from compressctl.cli.batch import Executor
 from compressctl.cli.common import DEBUG, QUIET, VERBOSE, handle_errors, is_interactive, setup_logging, stderr_console
 
 log = logging.getLogger("compressctl")
@@ -59,10 +60,16 @@ def advise(
         help="Recipe YAML: model, data, metric and providers (its stages before the first compressing stage make the baseline).",
     ),
     min_speedup: float | None = typer.Option(
-        None, "--min-speedup", min=0.0, help="Baseline p50 / candidate p50 at least this."
+        None,
+        "--min-speedup",
+        min=0.0,
+        help="Speedup over the baseline, timed together with it in a sitting, at least this.",
     ),
     max_latency_ms: float | None = typer.Option(
-        None, "--max-latency-ms", min=0.0, help="Candidate p50 (ms, at the gate batch) at most this."
+        None,
+        "--max-latency-ms",
+        min=0.0,
+        help="Candidate latency (ms at the gate batch, the sitting's estimate) at most this.",
     ),
     max_size_mb: float | None = typer.Option(
         None, "--max-size-mb", min=0.0, help="Model file size at most this (decimal MB)."
@@ -97,6 +104,23 @@ def advise(
         "--strategy",
         help="How candidates are proposed: nsga2 (Optuna's NSGA-II), rl (an AMC-style agent, one action per layer) "
         "or random.",
+    ),
+    jobs: int | None = typer.Option(
+        None,
+        "-j",
+        "--jobs",
+        min=1,
+        max=256,
+        help="Trials built at the same time (default: 1 locally, one per CPU on Ray); latency is always timed "
+        "here, one sitting at a time.",
+    ),
+    executor: Executor = typer.Option(
+        Executor.local,
+        "--executor",
+        help="Where trials are built: local (processes on this machine) or ray (a Ray cluster).",
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="Ray cluster address (auto, or ray://host:10001); default: a new local Ray."
     ),
     quiet: bool = QUIET,
     verbose: bool = VERBOSE,
@@ -133,6 +157,9 @@ def advise(
                 analyse_layers=layers,
                 progress=progress,
                 strategy=strategy.value,
+                executor=executor.value,
+                jobs=jobs,
+                address=address,
             )
         finally:
             progress.close()

@@ -22,10 +22,12 @@ pre{background:#f6f8fa;padding:1rem;overflow:auto}.chart{margin-bottom:1.5rem}
 
 
 class Figures:
-    """Turns plotly figures into <div>s; the first one carries plotly.js inline."""
+    """Turns plotly figures into <div>s; the first one carries plotly.js inline, unless the page loads it
+    itself (``inline_bundle=False``: advise.html shares one plotly.min.js beside it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, inline_bundle: bool = True) -> None:
         self.count = 0
+        self.inline_bundle = inline_bundle
 
     def div(self, figure: Any, name: str) -> str:
         import plotly.io as pio
@@ -33,7 +35,7 @@ class Figures:
         self.count += 1
         markup = pio.to_html(
             figure,
-            include_plotlyjs=self.count == 1,
+            include_plotlyjs=self.inline_bundle and self.count == 1,
             full_html=False,
             div_id=f"chart-{name}",
             config={"displaylogo": False, "responsive": True},

@@ -60,7 +60,7 @@ def test_finalists_skip_candidates_that_build_the_same_model():
     from compressctl.advise.search import choose_finalists
 
     def record(trial: int, stem: float, metric: float, size: int) -> dict:
-        figures = {"metric": metric, "p50_ms": 1.0, "speedup": 5.0, "size_bytes": size, "float": {"macs": size}}
+        figures = {"metric": metric, "latency_ms": 1.0, "speedup": 5.0, "size_bytes": size, "float": {"macs": size}}
         candidate = {"layer_amounts": {"stem.*": stem}, "importance": "l1", "quantize": "int8"}
         return {"trial": trial, "candidate": candidate, "figures": figures, "violations": {}, "feasible": True}
 

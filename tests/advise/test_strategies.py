@@ -25,7 +25,7 @@ def prune_space():
 
 
 def figures_for(metric: float) -> dict:
-    return {"metric": metric, "p50_ms": 1.0, "size_bytes": 1000, "speedup": 1.0, "accuracy_drop": 0.0}
+    return {"metric": metric, "latency_ms": 1.0, "size_bytes": 1000, "speedup": 1.0, "accuracy_drop": 0.0}
 
 
 def only_b_matters(values: dict) -> dict:

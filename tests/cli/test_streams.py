@@ -90,13 +90,17 @@ def test_batch(cli, tmp_path: Path, measured) -> None:
 def test_advise(cli, monkeypatch, measured) -> None:
     import compressctl.advise.advisor
 
-    figures = {"speedup": 2.0, "p50_ms": 1.5, "metric": 0.99, "accuracy_drop": 0.001, "size_bytes": 100_000}
+    figures = {"speedup": 2.0, "speedup_ci": [1.9, 2.1], "latency_ms": 1.5, "metric": 0.99}
+    figures.update(accuracy_drop=0.001, size_bytes=100_000)
     found = {"recommended": {"description": "prune 50 % + INT8", "figures": figures}}
     monkeypatch.setattr(compressctl.advise.advisor, "advise", lambda *args, **kwargs: found)
     result = cli("advise", measured.recipe, "--min-speedup", "1.5", "-o", measured.recipe.parent / "advise")
     assert result.exit_code == EXIT_OK, result.output
     assert result.stdout == ""
-    assert "recommended: prune 50 % + INT8: 2.00x, 1.50 ms" in result.stderr and "recommended.yaml" in result.stderr
+    assert (
+        "recommended: prune 50 % + INT8: 2.00x [1.90-2.10], 1.50 ms" in result.stderr
+        and "recommended.yaml" in result.stderr
+    )
 
 
 def test_errors_go_to_stderr(cli, tmp_path: Path) -> None:
