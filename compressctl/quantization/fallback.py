@@ -23,6 +23,7 @@ log = logging.getLogger("compressctl")
 
 QuantizeFn = Callable[[list[str]], Path]  # node names kept in float -> quantized model
 EvaluateFn = Callable[[Path], float]  # model -> metric (higher is better)
+RANKING_SHARE = 0.6  # of the time budget; the rest returns nodes to float and puts unneeded ones back
 
 
 @dataclass
@@ -75,7 +76,9 @@ def accuracy_aware_fallback(
     if float_metric - quantized_metric <= max_drop:
         result.met = True
         return result
-    result.ranking = rank_by_sensitivity(nodes, quantize, evaluate, quantized_metric, deadline)
+    # the ranking gets a share of the budget: returning the nodes it found must still fit
+    ranking_deadline = time.monotonic() + seconds * RANKING_SHARE
+    result.ranking = rank_by_sensitivity(nodes, quantize, evaluate, quantized_metric, ranking_deadline)
     kept: list[str] = []
     for entry in result.ranking[:max_nodes]:
         if time.monotonic() > deadline:

@@ -91,3 +91,37 @@ def test_nodes_with_heavy_tailed_inputs_are_ranked_first(tmp_path: Path) -> None
     assert peaks["second"] > 2 * peaks["first"]
     # a graph it cannot read keeps graph order
     assert outlier_order(tmp_path / "missing.onnx", ["first", "second"], judge) == (["first", "second"], {})
+
+
+def test_the_ranking_leaves_time_to_return_the_nodes_it_found(monkeypatch) -> None:
+    """Each evaluation takes 1 s of a fake clock; ranking all 12 nodes would spend the whole 10 s budget."""
+    from compressctl.quantization import fallback
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(fallback.time, "monotonic", lambda: clock["now"])
+    made: dict[Path, frozenset[str]] = {}
+
+    def quantize(float_nodes: list[str]) -> Path:
+        path = Path(f"model-{len(made)}.onnx")
+        made[path] = frozenset(float_nodes)
+        return path
+
+    def evaluate(path: Path) -> float:
+        clock["now"] += 1.0
+        return 0.95 + 0.02 * ("n0" in made[path]) + 0.02 * ("n1" in made[path])
+
+    quantized = Path("quantized.onnx")
+    made[quantized] = frozenset()
+    result = fallback.accuracy_aware_fallback(
+        [f"n{i}" for i in range(12)],
+        quantize,
+        evaluate,
+        float_metric=1.0,
+        quantized=quantized,
+        quantized_metric=0.95,
+        max_drop=0.015,
+        max_nodes=8,
+        seconds=10.0,
+    )
+    assert len(result.ranking) < 12  # the ranking stopped at its share of the budget ...
+    assert result.met and set(result.float_nodes) == {"n0", "n1"}  # ... and the two nodes it needed went to float
