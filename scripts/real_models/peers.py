@@ -114,6 +114,12 @@ def make_peer(peer: str, source: Path, target: Path, recipe: Path) -> None:
                 quant_pre_process(str(source), str(prepared))
             except Exception:
                 quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+            import onnx
+
+            model = onnx.load(str(prepared))
+            if next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) < 13:
+                # per-channel DequantizeLinear needs opset 13: a hand tuner upgrades first
+                onnx.save(onnx.version_converter.convert_version(model, 13), str(prepared))
             quantize_static(
                 str(prepared),
                 str(target),
@@ -188,9 +194,15 @@ def side_by_side(name: str, folder: Path, cache: Path) -> list[dict[str, Any]]:
     samples = pool(entry.held_out(cache), recipe_inputs(recipe)[0])
     batch = entry.BATCH
     reference = outputs(baseline, samples, batch)
-    for peer, path in models.items():
+    for peer, path in list(models.items()):
         # Every output is judged (a state as well as a probability); the worst decides, as in compressctl.
-        each = [faithfulness(o, r) for o, r in zip(outputs(path, samples, batch), reference, strict=True)]
+        try:
+            produced = outputs(path, samples, batch)
+        except Exception as exc:  # a peer that writes an invalid model is a row that says so, not a crash
+            rows[peer]["error"] = f"{type(exc).__name__}: {str(exc)[:120]}"
+            del models[peer]
+            continue
+        each = [faithfulness(o, r) for o, r in zip(produced, reference, strict=True)]
         rows[peer].update(
             cosine_min=min(e["cosine_min"] for e in each), cosine_mean=min(e["cosine_mean"] for e in each)
         )
