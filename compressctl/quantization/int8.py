@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,41 +78,36 @@ def preprocess(source: Path, target: Path, notes: list[str]) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     external = uses_external_data(source)
+    source, target = Path(source).resolve(), Path(target).resolve()
     for skip_symbolic in (False, True):
         try:
-            quant_pre_process(
-                str(source),
-                str(target),
-                skip_symbolic_shape=skip_symbolic,
-                save_as_external_data=external,
-                all_tensors_to_one_file=True,
-                external_data_location=target.name + ".data" if external else None,
-            )
+            # in the stage's folder: symbolic shape inference dumps its partial model into the working directory
+            with working_directory(target.parent):
+                quant_pre_process(
+                    str(source),
+                    str(target),
+                    skip_symbolic_shape=skip_symbolic,
+                    save_as_external_data=external,
+                    all_tensors_to_one_file=True,
+                    external_data_location=target.name + ".data" if external else None,
+                )
             if skip_symbolic:
                 notes.append("symbolic shape inference failed; pre-processing ran without it")
             return target
         except Exception as exc:
             log.info("quantization pre-processing (skip_symbolic_shape=%s) failed: %s", skip_symbolic, exc)
-            remove_symbolic_debug_dump()
     notes.append("quantization pre-processing failed; quantizing the model as it is")
     return source
 
 
-def remove_symbolic_debug_dump() -> None:
-    """ONNX Runtime's symbolic shape inference dumps its partial model into the working directory on failure."""
-    import time
-
-    from compressctl.onnxio import onnx_files
-
-    dump = Path.cwd() / "sym_shape_infer_temp.onnx"
-    if not dump.is_file() or time.time() - dump.stat().st_mtime > 60:
-        return
+@contextlib.contextmanager
+def working_directory(folder: Path) -> Iterator[None]:
+    previous = os.getcwd()
+    os.chdir(folder)
     try:
-        files = onnx_files(dump)
-    except Exception:
-        files = [dump]
-    for f in files:
-        f.unlink(missing_ok=True)
+        yield
+    finally:
+        os.chdir(previous)
 
 
 def model_opset(path: Path) -> int:
