@@ -149,7 +149,8 @@ def peak_rss_gb(log: str) -> float:
 
 def build(peer: str, source: Path, target: Path, recipe: Path) -> tuple[bool, float, str]:
     args = [sys.executable, __file__, "--make", peer, str(source), str(target), str(recipe)]
-    done = subprocess.run(["/usr/bin/time", "-v", *args], capture_output=True, text=True, cwd=ROOT)
+    # in the peer's folder: ONNX Runtime's symbolic shape inference dumps into the working directory
+    done = subprocess.run(["/usr/bin/time", "-v", *args], capture_output=True, text=True, cwd=target.parent)
     error = "" if done.returncode == 0 else done.stderr.strip().splitlines()[-25:]
     reason = next((line for line in error if "Error" in line), error[-1] if error else "")
     return done.returncode == 0 and target.is_file(), peak_rss_gb(done.stderr), str(reason)[:160]
