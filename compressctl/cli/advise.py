@@ -9,8 +9,18 @@ from typing import Any
 
 import typer
 
-from compressctl.cli.batch import Executor
-from compressctl.cli.common import DEBUG, QUIET, VERBOSE, handle_errors, is_interactive, setup_logging, stderr_console
+from compressctl.cli.common import (
+    ADDRESS,
+    DEBUG,
+    QUIET,
+    VERBOSE,
+    Executor,
+    handle_errors,
+    is_interactive,
+    jobs_option,
+    setup_logging,
+    stderr_console,
+)
 
 log = logging.getLogger("compressctl")
 
@@ -105,23 +115,16 @@ def advise(
         help="How candidates are proposed: nsga2 (Optuna's NSGA-II), rl (an AMC-style agent, one action per layer) "
         "or random.",
     ),
-    jobs: int | None = typer.Option(
-        None,
-        "-j",
-        "--jobs",
-        min=1,
-        max=256,
-        help="Trials built at the same time (default: 1 locally, one per CPU on Ray); latency is always timed "
-        "here, one sitting at a time.",
+    jobs: int | None = jobs_option(
+        "Trials built at the same time (default: 1 locally, one per CPU on Ray); latency is always timed "
+        "here, one sitting at a time."
     ),
     executor: Executor = typer.Option(
         Executor.local,
         "--executor",
         help="Where trials are built: local (processes on this machine) or ray (a Ray cluster).",
     ),
-    address: str | None = typer.Option(
-        None, "--address", help="Ray cluster address (auto, or ray://host:10001); default: a new local Ray."
-    ),
+    address: str | None = ADDRESS,
     quiet: bool = QUIET,
     verbose: bool = VERBOSE,
     debug: bool = DEBUG,

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 
 import typer
 
-from compressctl.cli.common import DEBUG, FORCE, PROVIDER, QUIET, VERBOSE, WAIT, handle_errors, setup_logging
-
-
-class Executor(StrEnum):
-    local = "local"
-    ray = "ray"
+from compressctl.cli.common import (
+    ADDRESS,
+    DEBUG,
+    FORCE,
+    PROVIDER,
+    QUIET,
+    VERBOSE,
+    WAIT,
+    Executor,
+    handle_errors,
+    jobs_option,
+    setup_logging,
+)
 
 
 def batch(
@@ -22,13 +28,8 @@ def batch(
     output: Path = typer.Option(
         Path("out/zoo"), "-o", "--output", help="Batch folder: one DIR/<name>/ per recipe and the zoo summary."
     ),
-    jobs: int | None = typer.Option(
-        None,
-        "-j",
-        "--jobs",
-        min=1,
-        max=256,
-        help="At most N recipes run at the same time, with either executor (default: 1 locally, one per free CPU on Ray).",
+    jobs: int | None = jobs_option(
+        "At most N recipes run at the same time, with either executor (default: 1 locally, one per free CPU on Ray)."
     ),
     keep_going: bool = typer.Option(False, "-k", "--keep-going", help="Run every recipe even after one fails."),
     timeout: float | None = typer.Option(
@@ -37,9 +38,7 @@ def batch(
     executor: Executor = typer.Option(
         Executor.local, "--executor", help="local (processes on this machine) or ray (a Ray cluster)."
     ),
-    address: str | None = typer.Option(
-        None, "--address", help="Ray cluster address (auto, or ray://host:10001); default: a new local Ray."
-    ),
+    address: str | None = ADDRESS,
     overrides: list[str] = typer.Option(
         [], "--set", help="Override a field in every recipe: --set report.repeat=50 (repeatable)."
     ),

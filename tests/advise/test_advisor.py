@@ -25,18 +25,6 @@ def advise_recipe_path(folder: Path) -> Path:
     return write_recipe(folder, tiny_recipe(stages=ADVISE_STAGES, report=REPORT))
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    """One folder for every run of this module: the baseline's train stage is trained once and reused."""
-    from compressctl.advise.advisor import prepare
-    from compressctl.recipe import load_recipe
-
-    folder = tmp_path_factory.mktemp("advise")
-    recipe = load_recipe(advise_recipe_path(folder))
-    bench, _report = prepare(recipe, folder / "out", ["CPUExecutionProvider"])
-    return folder, recipe, bench
-
-
 def budget_for(kind: str, bench) -> tuple[Budget, float]:
     """A satisfiable limit of one kind, from the baseline's own figures."""
     limits = {

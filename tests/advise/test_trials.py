@@ -12,21 +12,10 @@ from pathlib import Path
 import pytest
 
 from compressctl.advise.budget import Budget
-from tests.advise.test_advisor import REPORT, advise_recipe_path, tiny_candidate
+from tests.advise.test_advisor import REPORT, tiny_candidate
 from tests.conftest import tiny_recipe, write_recipe
 
 ROOMY = Budget(max_size_mb=100.0)  # every candidate meets it: no proxy calibration, one finalist
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    from compressctl.advise.advisor import prepare
-    from compressctl.recipe import load_recipe
-
-    folder = tmp_path_factory.mktemp("trials")
-    recipe = load_recipe(advise_recipe_path(folder))
-    bench, _report = prepare(recipe, folder / "out", ["CPUExecutionProvider"])
-    return folder, recipe, bench
 
 
 def test_a_proxy_is_timed_together_with_the_baseline(workspace):
