@@ -18,12 +18,23 @@ from tests.conftest import tiny_recipe, write_recipe
 ROOT = Path(__file__).parents[1]
 
 
+def ctrl_c_reaches_it() -> None:
+    """In the child: SIGINT at its default, as for a command in the foreground of a terminal.
+
+    A shell starts background jobs (``make test &``, nohup, cron) with SIGINT ignored, the child
+    inherits that, and Python then installs no KeyboardInterrupt handler: the interrupt tests would
+    send a signal nobody hears.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def compressctl(*args: str, cwd: Path, **kwargs) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(ROOT), CI="1")
     return subprocess.Popen(
         [sys.executable, "-m", "compressctl", *args],
         cwd=cwd,
         env=env,
+        preexec_fn=ctrl_c_reaches_it,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
