@@ -20,17 +20,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from compressctl.advise.budget import Budget
 from compressctl.errors import EXIT_GATE_FAILED, CompressctlError, UserError
 
 log = logging.getLogger("compressctl")
 
+GAP_REFERENCES = (0.5, 0.7)  # uniform pruning ratios at which the proxies' accuracy gap is measured
+
 DEFAULT_TRIALS = 40
 DEFAULT_FINALISTS = 4
-ACCURACY_TIE = 0.002  # finalists closer than this in metric count as equally accurate
-SPEED_TIE = 0.10  # finalists within 10 % of the fastest count as equally fast (run-to-run timing noise)
 
 
 class BudgetNotMet(CompressctlError):
@@ -67,6 +65,7 @@ def advise(
     is timed in this process.
     """
     from compressctl.advise import findings, page, recipes, search, sensitivity, timing
+    from compressctl.advise.finalists import confirm, finalist_seconds, recommend, time_finalists, write_recipe
     from compressctl.advise.strategies import STRATEGIES
     from compressctl.advise.trials import check_executor, trial_evaluator
 
@@ -103,11 +102,17 @@ def advise(
 
     search_budget = proxy_budget(bench, budget, output_dir / "trials" / "calibration", progress)
 
-    timeout = None
+    timeout = reserved = None
     if time_budget_min is not None:
         spent = time.perf_counter() - started
-        # keep about a third of what is left for the finalists' full runs
-        timeout = max(30.0, (time_budget_min * 60 - spent) * 0.6)
+        reserved = finalists * finalist_seconds(bench) + recipe.report.max_seconds
+        timeout = max(30.0, time_budget_min * 60 - spent - reserved)
+        log.info(
+            "advise: %.0f s for the search, %.0f s kept for %d finalists and their sitting",
+            timeout,
+            reserved,
+            finalists,
+        )
     progress("phase", name="search", total=trials)
     with trial_evaluator(bench, executor=executor, jobs=jobs, address=address) as (evaluate, slots):
         records = search.run_search(
@@ -136,7 +141,7 @@ def advise(
     confirmed = []
     for number, record in enumerate(chosen, start=1):
         data = recipes.candidate_recipe(recipe, record["candidate"], budget, baseline_size, bench.round_to)
-        confirmed.append(confirm(data, recipe, output_dir, number, providers, bench.metric, record))
+        confirmed.append(confirm(data, recipe, output_dir, number, providers, bench, record))
         progress("finalist", done=number, total=len(chosen))
     sitting = time_finalists(bench, confirmed, budget)
 
@@ -162,6 +167,7 @@ def advise(
         "recommended": best,
         "recommended_path": str(output_dir / "recommended.yaml") if best else None,
         "seconds": round(time.perf_counter() - started, 1),
+        "time_budget": {"minutes": time_budget_min, "search_seconds": timeout, "reserved_seconds": reserved},
     }
     result["findings"] = findings.findings(result)
     result["explanation"] = findings.explain(result)
@@ -180,61 +186,22 @@ def advise(
 
 def proxy_budget(bench: Any, budget: Budget, folder: Path, progress: Callable[..., None] = _noop) -> Budget:
     """The budget proxies are judged against: ``max_accuracy_drop`` widened by what full fine-tuning recovers
-    beyond the proxies' short one (``Workbench.proxy_gap``, measured on uniform 50 % pruning)."""
+    beyond the proxies' short one (``Workbench.proxy_gap``), the most it recovers on uniform pruning at each
+    of ``GAP_REFERENCES``: heavier pruning has more to recover. Proxies are judged leniently; the
+    finalists' full runs are judged against the user's limit itself."""
     from compressctl.advise import recipes, search
 
     if budget.max_accuracy_drop is None or bench.module is None:
         return budget
     progress("phase", name="proxy calibration")
     groups = search.layer_groups(bench)
-    reference = {"layer_amounts": {pattern: 0.5 for pattern in groups.values()}, "importance": "l1"}
     stages = bench.recipe.stages
     epochs = next((s.epochs for s in stages if s.type == "finetune"), recipes.DEFAULT_FINETUNE["epochs"])
-    gap = bench.proxy_gap(reference, epochs, folder)
+    gap = 0.0
+    for ratio in GAP_REFERENCES:
+        reference = {"layer_amounts": {pattern: ratio for pattern in groups.values()}, "importance": "l1"}
+        gap = max(gap, bench.proxy_gap(reference, epochs, folder / f"uniform-{ratio:g}"))
     return dataclasses.replace(budget, max_accuracy_drop=budget.max_accuracy_drop + gap)
-
-
-def recommend(feasible: list[dict[str, Any]], budget: Budget) -> dict[str, Any] | None:
-    """The most accurate finalist that meets the budget; among equally accurate ones, the fastest,
-    and among those equally fast (within ``SPEED_TIE``, the run-to-run noise of a latency), the smallest.
-
-    Finalists that still meet the latency limits at the slow end of their speedup's interval come
-    first: one that meets them only at its estimate can miss them when the recipe is applied again.
-    """
-    if not feasible:
-        return None
-    robust = [c for c in feasible if budget.meets(at_slow_end(c["figures"]))]
-    pool = robust or feasible
-    top = max(c["figures"]["metric"] for c in pool)
-    tied = [c for c in pool if c["figures"]["metric"] >= top - ACCURACY_TIE]
-    fastest = max(c["figures"]["speedup"] for c in tied)
-    as_fast = [c for c in tied if c["figures"]["speedup"] * (1 + SPEED_TIE) >= fastest]
-    return min(as_fast, key=lambda c: (c["figures"]["size_bytes"], -c["figures"]["speedup"]))
-
-
-def at_slow_end(figures: dict[str, Any]) -> dict[str, Any]:
-    """The figures at the low end of the speedup's interval (the latency scaled alike)."""
-    low = max(figures["speedup_ci"][0], 1e-9)
-    return dict(figures, speedup=low, latency_ms=figures["latency_ms"] * figures["speedup"] / low)
-
-
-def pin_quantization(data: dict[str, Any], report: dict[str, Any]) -> bool:
-    """Write the INT8 format the run measured fastest into the recipe, so applying it rebuilds the same model.
-
-    With ``format: auto`` the quantize stage picks among near-equal formats by a
-    latency measurement, which noise can flip from one run to the next. When
-    the stage kept the float model (no format was faster), the recipe drops it.
-    """
-    ran = [s for s in report["stages"] if s["type"] == "quantize"]
-    stages = [s for s in data["stages"] if s["type"] == "quantize"]
-    if not ran or not stages or "chosen" not in ran[-1]["details"]:
-        return False
-    chosen = next(c for c in ran[-1]["details"]["candidates"] if c["candidate"] == ran[-1]["details"]["chosen"])
-    if "format" not in chosen:
-        data["stages"].remove(stages[-1])
-        return True
-    stages[-1].update(format=chosen["format"], activation_type=chosen["activation"], weight_type=chosen["weight"])
-    return True
 
 
 def base_report_size(report: dict[str, Any]) -> int:
@@ -293,98 +260,3 @@ def prepare(recipe: Any, output_dir: Path, providers: list[str]) -> tuple[Any, d
     shutil.copyfile(run_dir / "model.onnx", baseline_path)
     bench.measure_baseline(baseline_path)
     return bench, report
-
-
-REPORT_TIMING = ("p50_ms", "p90_ms", "speedup", "speedup_at_p90", "baseline_p50_ms")  # the apply run's own
-
-
-def sitting_figures(figures: dict[str, Any], timing: dict[str, Any]) -> dict[str, Any]:
-    """A finalist's report figures with its latency, speedup and interval from the finalists' sitting.
-
-    Its apply report timed it in a sitting of its own run: those figures are kept
-    apart, under ``apply_report_timing``, so that one speedup is shown, never two.
-    """
-    kept = {k: v for k, v in figures.items() if k not in REPORT_TIMING}
-    return dict(kept, **timing, apply_report_timing={k: figures[k] for k in REPORT_TIMING if k in figures})
-
-
-LATENCY_GATES = ("min_speedup", "max_latency_ms")  # judged on the finalists' sitting
-
-
-def time_finalists(bench: Any, finalists: list[dict[str, Any]], budget: Budget) -> dict[str, Any] | None:
-    """Time every finalist's model and the baseline together in one sitting, and judge the finalists on it.
-
-    Each report timed its model minutes apart from the others, and latency on a
-    shared CPU drifts by up to a quarter over minutes: a finalist must not win or
-    lose on when it ran. Accuracy, size and the other gates come from the reports.
-    Returns the sitting's summary.
-    """
-    from compressctl.advise.timing import time_finalists as sit
-    from compressctl.measure.runner import sitting_settings
-
-    if not finalists:
-        return None
-    models = {f"finalist {f['finalist']}": Path(f["model_path"]) for f in finalists}
-    timings, summary = sit(bench, models, sitting_settings(bench.recipe.report))
-    for finalist, name in zip(finalists, models, strict=True):
-        figures = sitting_figures(finalist["figures"], timings[name])
-        finalist["figures"] = figures
-        finalist["violations"] = budget.violations(figures)
-        finalist["feasible"] = budget.meets(figures) and finalist.pop("other_gates_passed")
-    return summary
-
-
-def write_recipe(path: Path, data: dict[str, Any], recipe: Any, candidate: dict[str, Any]) -> Path:
-    """A candidate's recipe as a file ``compressctl apply`` takes, with a line saying where it came from."""
-    from compressctl.advise.search import describe_candidate
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    header = f"# Written by `compressctl advise` for {recipe.name}: {describe_candidate(candidate)}\n"
-    path.write_text(header + yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
-def confirm(
-    data: dict[str, Any],
-    recipe: Any,
-    output_dir: Path,
-    number: int,
-    providers: list[str],
-    metric: str,
-    record: dict[str, Any],
-) -> dict[str, Any]:
-    """Run a finalist's recipe with full fine-tuning through the pipeline; its report gives the real figures.
-
-    Its final model is kept beside the report, for ``time_finalists`` to time with the others.
-    """
-    from compressctl.advise import recipes
-    from compressctl.advise.search import describe_candidate
-    from compressctl.onnxio import MODEL_FILE, onnx_files
-    from compressctl.pipeline import apply
-    from compressctl.recipe.loader import validate_data
-
-    folder = output_dir / "finalists" / f"{number:02d}"
-    recipe_path = write_recipe(folder / "recipe.yaml", data, recipe, record["candidate"])
-    model = validate_data(data, str(recipe_path))
-    log.info("advise: finalist %d (%s): full run", number, describe_candidate(record["candidate"]))
-    # the same run folder as the baseline: its train stage is reused from the cache
-    report = apply(model, output_dir / "run", providers=providers)
-    shutil.copyfile(output_dir / "run" / "report.json", folder / "report.json")
-    if pin_quantization(data, report):
-        write_recipe(recipe_path, data, recipe, record["candidate"])
-        validate_data(data, str(recipe_path))
-    for source in onnx_files(output_dir / "run" / MODEL_FILE):
-        shutil.copyfile(source, folder / source.name)
-    return {
-        "finalist": number,
-        "trial": record["trial"],
-        "candidate": record["candidate"],
-        "description": describe_candidate(record["candidate"]),
-        "proxy": record["figures"],
-        "figures": recipes.report_figures(report, metric),
-        "other_gates_passed": all(g["passed"] for g in report["gates"] if g["name"] not in LATENCY_GATES),
-        "stages": [{"name": s["name"], "seconds": s["seconds"]} for s in report["stages"]],
-        "recipe_path": str(recipe_path),
-        "report_path": str(folder / "report.json"),
-        "model_path": str(folder / MODEL_FILE),
-    }

@@ -252,8 +252,8 @@ def _recommendation_lines(result: dict[str, Any]) -> list[str]:
     return [
         f"{best['description']} won among the {len(feasible)} finalists that met the budget after a full "
         "`compressctl apply` run: preferring those that meet it even at the slow end of their speedup's interval, "
-        "it was the most accurate (within 0.2 pt of the best), the fastest of those, and the smallest of those "
-        "within 10 % of that speed (closer speedups are within the run-to-run noise)."
+        "it was the fastest (speedups within 10 % of each other are within the run-to-run noise), the most "
+        "accurate of those (within 0.2 pt of the best), and the smallest of those."
     ]
 
 

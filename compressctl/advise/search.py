@@ -68,7 +68,8 @@ def guided_ratios(space: Space, groups: list[Dimension]) -> dict[str, float] | N
 
 def starting_points(space: Space) -> list[dict[str, Any]]:
     """Values proposed first, by every strategy: the usual hand-written recipe (uniform pruning + INT8) and its
-    slimmed, sensitivity-guided and low-rank variants (each completed with the first choice of the rest)."""
+    slimmed, sensitivity-guided, heavier (60 and 70 %) and low-rank variants (each completed with the first
+    choice of the rest)."""
     if space.onnx_only:
         point = {"quantize.mode": "static", "quantize.per_channel": True, "quantize.calibration": "minmax"}
         return [space.fill(point)]
@@ -86,7 +87,7 @@ def starting_points(space: Space) -> list[dict[str, Any]]:
     guided = guided_ratios(space, groups)
     if guided is not None:
         points += [pruned(guided, "bn_scale"), pruned(guided, "l1")]
-    points.append(pruned(uniform(0.6), "bn_scale"))
+    points += [pruned(uniform(0.6), "bn_scale"), pruned(uniform(0.7), "bn_scale")]
     lowrank = {"lowrank.method": LOWRANK_METHOD, "lowrank.rank": "ratio 0.5", ORDER: "after"}
     points.append(pruned(uniform(0.5), "l1", lowrank))
     return points
@@ -247,7 +248,8 @@ def describe_candidate(candidate: dict[str, Any]) -> str:
 def choose_finalists(records: list[dict[str, Any]], count: int, budget: Budget) -> list[dict[str, Any]]:
     """Candidates worth a full run, best first.
 
-    1. feasible Pareto-front members, fastest first;
+    1. feasible Pareto-front members, fastest first, with the most accurate of them among the
+       first ``count`` (the fast ones may lose more accuracy in their full run than their proxy showed);
     2. candidates that meet every limit but accuracy, most accurate first: one
        proxy epoch underrates accuracy, full fine-tuning often recovers it;
     3. the rest, by how far they miss the limits (relative to each limit).
@@ -255,6 +257,11 @@ def choose_finalists(records: list[dict[str, Any]], count: int, budget: Budget) 
     limits = budget.limits()
     feasible = [r for r in pareto_front(records) if r["feasible"]]
     first = sorted(feasible, key=lambda r: (-r["figures"]["speedup"], -r["figures"]["metric"]))
+    if len(first) > count > 1:
+        safest = max(first, key=lambda r: (r["figures"]["metric"], r["figures"]["speedup"]))
+        if safest not in first[:count]:
+            first.remove(safest)
+            first.insert(count - 1, safest)
     near = [
         r
         for r in records

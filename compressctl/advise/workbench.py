@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,7 @@ class Workbench:
     feeds: dict[str, Any] = field(default_factory=dict)
     baseline: dict[str, Any] = field(default_factory=dict)
     proxy_epochs: int = 2
+    full_build_seconds: float | None = None  # a candidate's torch stages with full fine-tuning (``proxy_gap``)
     round_to: int | None = 8
     export_options: dict[str, Any] = field(default_factory=dict)  # opset / dynamo of the recipe's export stage
     first_index: int = 1  # pipeline index of the first compression stage (stage seeds are seed + index)
@@ -152,7 +154,9 @@ class Workbench:
         """
         folder.mkdir(parents=True, exist_ok=True)
         proxy = self.quick_metric(self.export(self.compressed_module(candidate)[0], folder / "proxy.onnx"))
+        started = time.perf_counter()
         full = self.quick_metric(self.export(self.compressed_module(candidate, full_epochs)[0], folder / "full.onnx"))
+        self.full_build_seconds = max(self.full_build_seconds or 0.0, time.perf_counter() - started)
         gap = max(0.0, full - proxy)
         log.info(
             "advise: proxy fine-tuning (%d epochs) gives %.4f, %d epochs give %.4f: proxies get %.4f more accuracy drop",

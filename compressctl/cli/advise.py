@@ -24,6 +24,8 @@ from compressctl.cli.common import (
 
 log = logging.getLogger("compressctl")
 
+DEFAULT_TIME_BUDGET = 15.0  # minutes: a search people wait for, or run in CI
+
 
 class Strategy(StrEnum):
     """The search strategies (``compressctl.advise.strategies.STRATEGIES``)."""
@@ -92,11 +94,14 @@ def advise(
     ),
     trials: int = typer.Option(40, "--trials", min=1, help="Proxy candidates to evaluate."),
     finalists: int = typer.Option(4, "--finalists", min=1, help="Candidates confirmed by a full `apply` run."),
-    time_budget: float | None = typer.Option(
-        None,
+    time_budget: float = typer.Option(
+        DEFAULT_TIME_BUDGET,
         "--time-budget",
         min=1.0,
-        help="Minutes for the whole search (the search stops early to leave time for the finalists).",
+        help=(
+            "Minutes for the whole run, finalists included: the search stops early to leave them the time "
+            "their full runs took to estimate."
+        ),
     ),
     output: Path | None = typer.Option(
         None,

@@ -67,3 +67,20 @@ def test_finalists_skip_candidates_that_build_the_same_model():
     # stem 0.35 and 0.45 keep the same channel count after rounding: one full run is enough
     records = [record(0, 0.35, 0.98, 500), record(1, 0.45, 0.98, 500), record(2, 0.5, 0.97, 400)]
     assert [r["trial"] for r in choose_finalists(records, 3, Budget(min_speedup=2.0))] == [0, 2]
+
+
+def test_finalists_are_the_fastest_and_the_most_accurate_of_the_front():
+    from compressctl.advise.budget import Budget
+    from compressctl.advise.search import choose_finalists
+
+    def record(trial: int, metric: float, speedup: float) -> dict:
+        figures = {"metric": metric, "speedup": speedup, "size_bytes": 1000 - trial, "float": {"macs": trial}}
+        candidate = {"layer_amounts": {"stem.*": trial / 10}, "importance": "l1", "quantize": "int8"}
+        return {"trial": trial, "candidate": candidate, "figures": figures, "violations": {}, "feasible": True}
+
+    # a front: faster means less accurate
+    front = [record(t, metric=0.99 - 0.01 * t, speedup=5.0 + t) for t in range(5)]
+    chosen = [r["trial"] for r in choose_finalists(front, 3, Budget(min_speedup=2.0))]
+    assert chosen == [4, 3, 0]  # the two fastest, and the most accurate in the last slot
+    assert [r["trial"] for r in choose_finalists(front, 1, Budget(min_speedup=2.0))] == [4]
+    assert [r["trial"] for r in choose_finalists(front[:2], 3, Budget(min_speedup=2.0))] == [1, 0]

@@ -1,0 +1,180 @@
+"""advise's finalists: each confirmed by a full ``apply`` run, all timed together with the baseline, one recommended.
+
+A finalist's run measures its latency only briefly (``brief_report``): the sitting
+that judges it times every finalist and the baseline together (``time_finalists``),
+so that no finalist wins or loses on when it ran.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from compressctl.advise.budget import Budget
+
+log = logging.getLogger("compressctl")
+
+ACCURACY_TIE = 0.002  # finalists closer than this in metric count as equally accurate
+SPEED_TIE = 0.10  # finalists within 10 % of the fastest count as equally fast (run-to-run timing noise)
+FINALIST_REPORT_SECONDS = 10.0  # a finalist run's own latency sitting: its figures are kept aside (see confirm)
+FINALIST_QUANTIZE_SECONDS = 30.0  # a quantize stage's candidates on a small model (calibration, sitting, judging)
+REPORT_TIMING = ("p50_ms", "p90_ms", "speedup", "speedup_at_p90", "baseline_p50_ms")  # the apply run's own
+LATENCY_GATES = ("min_speedup", "max_latency_ms")  # judged on the finalists' sitting
+
+
+def recommend(feasible: list[dict[str, Any]], budget: Budget) -> dict[str, Any] | None:
+    """The fastest finalist that meets the budget (the budget says what is accurate enough); among those
+    equally fast (within ``SPEED_TIE``, the run-to-run noise of a latency), the most accurate, and among
+    equally accurate ones (within ``ACCURACY_TIE``), the smallest.
+
+    Finalists that still meet the latency limits at the slow end of their speedup's interval come
+    first: one that meets them only at its estimate can miss them when the recipe is applied again.
+    """
+    if not feasible:
+        return None
+    robust = [c for c in feasible if budget.meets(at_slow_end(c["figures"]))]
+    pool = robust or feasible
+    fastest = max(c["figures"]["speedup"] for c in pool)
+    as_fast = [c for c in pool if c["figures"]["speedup"] * (1 + SPEED_TIE) >= fastest]
+    top = max(c["figures"]["metric"] for c in as_fast)
+    tied = [c for c in as_fast if c["figures"]["metric"] >= top - ACCURACY_TIE]
+    return min(tied, key=lambda c: (c["figures"]["size_bytes"], -c["figures"]["speedup"]))
+
+
+def at_slow_end(figures: dict[str, Any]) -> dict[str, Any]:
+    """The figures at the low end of the speedup's interval (the latency scaled alike)."""
+    low = max(figures["speedup_ci"][0], 1e-9)
+    return dict(figures, speedup=low, latency_ms=figures["latency_ms"] * figures["speedup"] / low)
+
+
+def pin_quantization(data: dict[str, Any], report: dict[str, Any]) -> bool:
+    """Write the INT8 format the run measured fastest into the recipe, so applying it rebuilds the same model.
+
+    With ``format: auto`` the quantize stage picks among near-equal formats by a
+    latency measurement, which noise can flip from one run to the next. When
+    the stage kept the float model (no format was faster), the recipe drops it.
+    """
+    ran = [s for s in report["stages"] if s["type"] == "quantize"]
+    stages = [s for s in data["stages"] if s["type"] == "quantize"]
+    if not ran or not stages or "chosen" not in ran[-1]["details"]:
+        return False
+    chosen = next(c for c in ran[-1]["details"]["candidates"] if c["candidate"] == ran[-1]["details"]["chosen"])
+    if "format" not in chosen:
+        data["stages"].remove(stages[-1])
+        return True
+    stages[-1].update(format=chosen["format"], activation_type=chosen["activation"], weight_type=chosen["weight"])
+    return True
+
+
+def sitting_figures(figures: dict[str, Any], timing: dict[str, Any]) -> dict[str, Any]:
+    """A finalist's report figures with its latency, speedup and interval from the finalists' sitting.
+
+    Its apply report timed it in a sitting of its own run: those figures are kept
+    apart, under ``apply_report_timing``, so that one speedup is shown, never two.
+    """
+    kept = {k: v for k, v in figures.items() if k not in REPORT_TIMING}
+    return dict(kept, **timing, apply_report_timing={k: figures[k] for k in REPORT_TIMING if k in figures})
+
+
+def time_finalists(bench: Any, finalists: list[dict[str, Any]], budget: Budget) -> dict[str, Any] | None:
+    """Time every finalist's model and the baseline together in one sitting, and judge the finalists on it.
+
+    Each report timed its model minutes apart from the others, and latency on a
+    shared CPU drifts by up to a quarter over minutes: a finalist must not win or
+    lose on when it ran. Accuracy, size and the other gates come from the reports.
+    Returns the sitting's summary.
+    """
+    from compressctl.advise.timing import time_finalists as sit
+    from compressctl.measure.runner import sitting_settings
+
+    if not finalists:
+        return None
+    models = {f"finalist {f['finalist']}": Path(f["model_path"]) for f in finalists}
+    timings, summary = sit(bench, models, sitting_settings(bench.recipe.report))
+    for finalist, name in zip(finalists, models, strict=True):
+        figures = sitting_figures(finalist["figures"], timings[name])
+        finalist["figures"] = figures
+        finalist["violations"] = budget.violations(figures)
+        finalist["feasible"] = budget.meets(figures) and finalist.pop("other_gates_passed")
+    return summary
+
+
+def write_recipe(path: Path, data: dict[str, Any], recipe: Any, candidate: dict[str, Any]) -> Path:
+    """A candidate's recipe as a file ``compressctl apply`` takes, with a line saying where it came from."""
+    from compressctl.advise.search import describe_candidate
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = f"# Written by `compressctl advise` for {recipe.name}: {describe_candidate(candidate)}\n"
+    path.write_text(header + yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def finalist_seconds(bench: Any) -> float:
+    """About how long one finalist's full run takes: its torch stages with full fine-tuning (timed by
+    ``proxy_gap``), the quantize stage's candidates, and a brief latency sitting per stage."""
+    return (bench.full_build_seconds or 0.0) + FINALIST_QUANTIZE_SECONDS + 3 * FINALIST_REPORT_SECONDS
+
+
+def brief_report(data: dict[str, Any], batch_size: int) -> dict[str, Any]:
+    """``data`` measured at the gate batch only, in short sittings: a finalist run's own timing is not
+    what judges it (``time_finalists`` does, with the baseline and the other finalists)."""
+    brief = copy.deepcopy(data)
+    report = brief.setdefault("report", {})
+    report["batch_sizes"] = [batch_size]
+    report["max_seconds"] = min(float(report.get("max_seconds", FINALIST_REPORT_SECONDS)), FINALIST_REPORT_SECONDS)
+    return brief
+
+
+def confirm(
+    data: dict[str, Any],
+    recipe: Any,
+    output_dir: Path,
+    number: int,
+    providers: list[str],
+    bench: Any,
+    record: dict[str, Any],
+) -> dict[str, Any]:
+    """Run a finalist's recipe with full fine-tuning through the pipeline; its report gives the real figures.
+
+    The run measures latency briefly, at the gate batch only (``brief_report``): the
+    finalists are timed together in ``time_finalists``. Its final model is kept
+    beside the report, for that sitting. ``data`` (the recipe written for the user)
+    keeps the recipe's report settings.
+    """
+    from compressctl.advise import recipes
+    from compressctl.advise.search import describe_candidate
+    from compressctl.onnxio import MODEL_FILE, onnx_files
+    from compressctl.pipeline import apply
+    from compressctl.recipe.loader import validate_data
+
+    folder = output_dir / "finalists" / f"{number:02d}"
+    recipe_path = write_recipe(folder / "recipe.yaml", data, recipe, record["candidate"])
+    validate_data(data, str(recipe_path))
+    model = validate_data(brief_report(data, bench.batch_size), str(recipe_path))
+    log.info("advise: finalist %d (%s): full run", number, describe_candidate(record["candidate"]))
+    # the same run folder as the baseline: its train stage is reused from the cache
+    report = apply(model, output_dir / "run", providers=providers)
+    shutil.copyfile(output_dir / "run" / "report.json", folder / "report.json")
+    if pin_quantization(data, report):
+        write_recipe(recipe_path, data, recipe, record["candidate"])
+        validate_data(data, str(recipe_path))
+    for source in onnx_files(output_dir / "run" / MODEL_FILE):
+        shutil.copyfile(source, folder / source.name)
+    return {
+        "finalist": number,
+        "trial": record["trial"],
+        "candidate": record["candidate"],
+        "description": describe_candidate(record["candidate"]),
+        "proxy": record["figures"],
+        "figures": recipes.report_figures(report, bench.metric),
+        "other_gates_passed": all(g["passed"] for g in report["gates"] if g["name"] not in LATENCY_GATES),
+        "stages": [{"name": s["name"], "seconds": s["seconds"]} for s in report["stages"]],
+        "recipe_path": str(recipe_path),
+        "report_path": str(folder / "report.json"),
+        "model_path": str(folder / MODEL_FILE),
+    }
