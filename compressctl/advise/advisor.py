@@ -65,7 +65,14 @@ def advise(
     is timed in this process.
     """
     from compressctl.advise import findings, page, recipes, search, sensitivity, timing
-    from compressctl.advise.finalists import confirm, finalist_seconds, recommend, time_finalists, write_recipe
+    from compressctl.advise.finalists import (
+        confirm,
+        finalist_seconds,
+        recommend,
+        shared_finetune_seconds,
+        time_finalists,
+        write_recipe,
+    )
     from compressctl.advise.strategies import STRATEGIES
     from compressctl.advise.trials import check_executor, trial_evaluator
 
@@ -105,7 +112,8 @@ def advise(
     timeout = reserved = None
     if time_budget_min is not None:
         spent = time.perf_counter() - started
-        reserved = finalists * finalist_seconds(bench) + recipe.report.max_seconds
+        shared = shared_finetune_seconds(base_report, recipe) if bench.module is not None else 0.0
+        reserved = finalists * finalist_seconds(bench) + shared + recipe.report.max_seconds
         timeout = max(30.0, time_budget_min * 60 - spent - reserved)
         log.info(
             "advise: %.0f s for the search, %.0f s kept for %d finalists and their sitting",

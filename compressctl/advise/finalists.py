@@ -22,7 +22,8 @@ log = logging.getLogger("compressctl")
 ACCURACY_TIE = 0.002  # finalists closer than this in metric count as equally accurate
 SPEED_TIE = 0.10  # finalists within 10 % of the fastest count as equally fast (run-to-run timing noise)
 FINALIST_REPORT_SECONDS = 10.0  # a finalist run's own latency sitting: its figures are kept aside (see confirm)
-FINALIST_QUANTIZE_SECONDS = 30.0  # a quantize stage's candidates on a small model (calibration, sitting, judging)
+FINALIST_SELECT_SECONDS = 20.0  # a finalist's quantize stage chooses its format in a sitting this long at most
+FINALIST_QUANTIZE_SECONDS = 30.0  # that stage on a small model: calibration, the selection sitting, judging
 REPORT_TIMING = ("p50_ms", "p90_ms", "speedup", "speedup_at_p90", "baseline_p50_ms")  # the apply run's own
 LATENCY_GATES = ("min_speedup", "max_latency_ms")  # judged on the finalists' sitting
 
@@ -116,17 +117,35 @@ def write_recipe(path: Path, data: dict[str, Any], recipe: Any, candidate: dict[
 
 def finalist_seconds(bench: Any) -> float:
     """About how long one finalist's full run takes: its torch stages with full fine-tuning (timed by
-    ``proxy_gap``), the quantize stage's candidates, and a brief latency sitting per stage."""
+    ``proxy_gap``), the quantize stage (calibration and a selection sitting of at most
+    ``FINALIST_SELECT_SECONDS``), and a brief latency sitting per stage."""
     return (bench.full_build_seconds or 0.0) + FINALIST_QUANTIZE_SECONDS + 3 * FINALIST_REPORT_SECONDS
+
+
+def shared_finetune_seconds(base_report: dict[str, Any], recipe: Any) -> float:
+    """About how long the finalists' one shared full-width fine-tuning (network slimming, run once and
+    cached) takes: the baseline's training time, scaled by the fine-tune template's epochs."""
+    stages = {s.type: s for s in recipe.stages}
+    trained = next((s for s in base_report["stages"] if s["type"] == "train"), None)
+    if trained is None or "train" not in stages or "finetune" not in stages:
+        return 0.0
+    return trained["seconds"] * stages["finetune"].epochs / max(1, stages["train"].epochs)
 
 
 def brief_report(data: dict[str, Any], batch_size: int) -> dict[str, Any]:
     """``data`` measured at the gate batch only, in short sittings: a finalist run's own timing is not
-    what judges it (``time_finalists`` does, with the baseline and the other finalists)."""
+    what judges it (``time_finalists`` does, with the baseline and the other finalists). Its quantize
+    stage picks a format in a selection sitting of at most ``FINALIST_SELECT_SECONDS``: formats that
+    close are near equal."""
     brief = copy.deepcopy(data)
     report = brief.setdefault("report", {})
     report["batch_sizes"] = [batch_size]
     report["max_seconds"] = min(float(report.get("max_seconds", FINALIST_REPORT_SECONDS)), FINALIST_REPORT_SECONDS)
+    for stage in brief.get("stages", []):
+        if stage.get("type") == "quantize":
+            stage["select_seconds"] = min(
+                float(stage.get("select_seconds", FINALIST_SELECT_SECONDS)), FINALIST_SELECT_SECONDS
+            )
     return brief
 
 

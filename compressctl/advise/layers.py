@@ -14,7 +14,10 @@ from typing import Any
 
 MAX_FLOAT_NODES = 8  # quantized nodes whose float-or-INT8 choice is searched
 SENSITIVE_DROP = 0.05  # a group losing more than this (and twice the median) at 50 % one-shot pruning is sensitive
-SENSITIVE_BOUND = 0.5  # the most a sensitive group may lose
+# the most a sensitive group may lose: a prior for the search, not a verdict. One-shot loss says
+# little about what fine-tuning recovers: digits-resnet's stem loses 89 pt at 25 % one shot, yet at
+# 70 % with 10 recovery epochs the model is as accurate as the baseline (measured 2026-12-02)
+SENSITIVE_BOUND = 0.7
 
 
 @dataclass

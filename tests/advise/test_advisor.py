@@ -215,7 +215,7 @@ def test_recommend_prefers_speed_then_accuracy_then_size_within_noise():
 
 def test_finalist_runs_time_only_the_gate_batch_briefly():
     """A finalist's own run times its stages briefly at the gate batch: the finalists' sitting judges it."""
-    from compressctl.advise.finalists import FINALIST_REPORT_SECONDS, brief_report
+    from compressctl.advise.finalists import FINALIST_REPORT_SECONDS, FINALIST_SELECT_SECONDS, brief_report
 
     data = {"report": {"batch_sizes": [1, 32], "max_seconds": 60.0, "repeat": 100}, "stages": []}
     brief = brief_report(data, 32)
@@ -223,6 +223,24 @@ def test_finalist_runs_time_only_the_gate_batch_briefly():
     assert data["report"] == {"batch_sizes": [1, 32], "max_seconds": 60.0, "repeat": 100}  # the user's recipe
     assert brief_report({"stages": []}, 8)["report"] == {"batch_sizes": [8], "max_seconds": FINALIST_REPORT_SECONDS}
     assert brief_report({"report": {"max_seconds": 2.0}}, 8)["report"]["max_seconds"] == 2.0
+    # its quantize stage chooses the format in a shorter sitting; other stages are left alone
+    stages = [{"type": "finetune", "epochs": 10}, {"type": "quantize", "mode": "static"}]
+    brief = brief_report({"stages": stages}, 8)
+    assert brief["stages"] == [
+        {"type": "finetune", "epochs": 10},
+        dict(stages[1], select_seconds=FINALIST_SELECT_SECONDS),
+    ]
+    assert "select_seconds" not in stages[1]
+
+
+def test_time_budget_keeps_the_shared_slimming_fine_tune_for_the_finalists():
+    from compressctl.advise.finalists import shared_finetune_seconds
+    from compressctl.recipe.loader import validate_data
+
+    recipe = validate_data(tiny_recipe(stages=ADVISE_STAGES, report=REPORT), "advise.yaml")
+    report = {"stages": [{"type": "train", "seconds": 30.0}]}
+    assert shared_finetune_seconds(report, recipe) == pytest.approx(30.0 * 1 / 2)  # finetune 1 epoch, train 2
+    assert shared_finetune_seconds({"stages": []}, recipe) == 0.0
 
 
 def test_finalists_are_judged_on_the_sitting_and_show_one_speedup():
