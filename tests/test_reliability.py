@@ -28,13 +28,14 @@ def ctrl_c_reaches_it() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def compressctl(*args: str, cwd: Path, **kwargs) -> subprocess.Popen:
+def compressctl(*args: str, cwd: Path, preexec_fn=None, **kwargs) -> subprocess.Popen:
+    setup = preexec_fn
     env = dict(os.environ, PYTHONPATH=str(ROOT), CI="1")
     return subprocess.Popen(
         [sys.executable, "-m", "compressctl", *args],
         cwd=cwd,
         env=env,
-        preexec_fn=ctrl_c_reaches_it,
+        preexec_fn=lambda: (ctrl_c_reaches_it(), setup and setup()),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
