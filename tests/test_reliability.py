@@ -29,13 +29,17 @@ def ctrl_c_reaches_it() -> None:
 
 
 def compressctl(*args: str, cwd: Path, preexec_fn=None, **kwargs) -> subprocess.Popen:
-    setup = preexec_fn
+    def child_setup() -> None:
+        ctrl_c_reaches_it()
+        if preexec_fn is not None:
+            preexec_fn()
+
     env = dict(os.environ, PYTHONPATH=str(ROOT), CI="1")
     return subprocess.Popen(
         [sys.executable, "-m", "compressctl", *args],
         cwd=cwd,
         env=env,
-        preexec_fn=lambda: (ctrl_c_reaches_it(), setup and setup()),
+        preexec_fn=child_setup,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -140,13 +140,16 @@ def brief_report(data: dict[str, Any], batch_size: int) -> dict[str, Any]:
     brief = copy.deepcopy(data)
     report = brief.setdefault("report", {})
     report["batch_sizes"] = [batch_size]
-    report["max_seconds"] = min(float(report.get("max_seconds", FINALIST_REPORT_SECONDS)), FINALIST_REPORT_SECONDS)
+    at_most(report, "max_seconds", FINALIST_REPORT_SECONDS)
     for stage in brief.get("stages", []):
         if stage.get("type") == "quantize":
-            stage["select_seconds"] = min(
-                float(stage.get("select_seconds", FINALIST_SELECT_SECONDS)), FINALIST_SELECT_SECONDS
-            )
+            at_most(stage, "select_seconds", FINALIST_SELECT_SECONDS)
     return brief
+
+
+def at_most(settings: dict[str, Any], key: str, most: float) -> None:
+    """``settings[key]`` lowered to ``most`` (set to it when absent: the defaults are longer)."""
+    settings[key] = min(float(settings.get(key, most)), most)
 
 
 def confirm(
@@ -173,7 +176,6 @@ def confirm(
 
     folder = output_dir / "finalists" / f"{number:02d}"
     recipe_path = write_recipe(folder / "recipe.yaml", data, recipe, record["candidate"])
-    validate_data(data, str(recipe_path))
     model = validate_data(brief_report(data, bench.batch_size), str(recipe_path))
     log.info("advise: finalist %d (%s): full run", number, describe_candidate(record["candidate"]))
     # the same run folder as the baseline: its train stage is reused from the cache

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -82,7 +81,7 @@ def preprocess(source: Path, target: Path, notes: list[str]) -> Path:
     for skip_symbolic in (False, True):
         try:
             # in the stage's folder: symbolic shape inference dumps its partial model into the working directory
-            with working_directory(target.parent):
+            with contextlib.chdir(target.parent):
                 quant_pre_process(
                     str(source),
                     str(target),
@@ -98,16 +97,6 @@ def preprocess(source: Path, target: Path, notes: list[str]) -> Path:
             log.info("quantization pre-processing (skip_symbolic_shape=%s) failed: %s", skip_symbolic, exc)
     notes.append("quantization pre-processing failed; quantizing the model as it is")
     return source
-
-
-@contextlib.contextmanager
-def working_directory(folder: Path) -> Iterator[None]:
-    previous = os.getcwd()
-    os.chdir(folder)
-    try:
-        yield
-    finally:
-        os.chdir(previous)
 
 
 def model_opset(path: Path) -> int:
