@@ -163,7 +163,9 @@ def test_stage_failure_exits_3_and_keeps_finished_stages(tmp_path: Path, cli, ex
 def test_onnx_only_pipeline(tmp_path: Path, cli) -> None:
     out = tmp_path / "first"
     assert cli("apply", write_recipe(tmp_path, tiny_recipe()), "-o", out, "-q").exit_code == 0
-    recipe = tiny_recipe(stages=[QUANTIZE])
+    # This test is about the ONNX-only pipeline, not faithfulness: a one-epoch model's INT8 agreement varies by
+    # machine, and where it missed the default tolerance CI's repair returned a conv to float (size 0.59).
+    recipe = tiny_recipe(stages=[{**QUANTIZE, "fidelity_tolerance": 1.0}])
     recipe["model"] = {"onnx": str(out / "model.onnx")}
     recipe["model"]["inputs"] = tiny_recipe()["model"]["inputs"]
     second = tmp_path / "second"
