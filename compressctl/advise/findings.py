@@ -42,14 +42,14 @@ def _proxy(record: dict[str, Any]) -> dict[str, Any]:
 def _own_gain(record: dict[str, Any]) -> float:
     """What quantization added to this candidate: its speedup over its float model's (the same sitting)."""
     figures = _proxy(record)
-    return figures["speedup"] / figures["float"]["speedup"]
+    return figures.get("slower_than_float", figures)["speedup"] / figures["float"]["speedup"]
 
 
-def _float_twin(trials: list[dict[str, Any]], record: dict[str, Any]) -> float | None:
-    """INT8's own gain for this candidate, when every node is INT8."""
+def _float_twin(trials: list[dict[str, Any]], record: dict[str, Any], mode: str = "int8") -> float | None:
+    """INT8's own gain for this candidate (``mode`` int8: static, or dynamic), when every node is INT8."""
     figures = _proxy(record)
     flt = figures.get("float")
-    if not flt or quantization(record["candidate"]) != "int8" or figures.get("fallback", {}).get("float_nodes"):
+    if not flt or quantization(record["candidate"]) != mode or figures.get("fallback", {}).get("float_nodes"):
         return None
     return _own_gain(record)
 
@@ -191,7 +191,13 @@ def _quantization_lines(trials: list[dict[str, Any]], result: dict[str, Any]) ->
             f"INT8 (QDQ, u8 activations, s8 per-channel weights) added a median {_median(gains):.2f}x "
             f"on top of the float model it quantized (range {gains[0]:.2f}x-{gains[-1]:.2f}x)."
         )
-    elif trials and not any(quantization(t["candidate"]) == "int8" for t in trials):
+    dynamic_gains = sorted(g for g in (_float_twin(trials, t, "dynamic") for t in trials) if g)
+    if dynamic_gains:
+        lines.append(
+            f"Dynamic INT8 (QOperator, activation ranges at run time) added a median {_median(dynamic_gains):.2f}x "
+            f"on top of the float model it quantized (range {dynamic_gains[0]:.2f}x-{dynamic_gains[-1]:.2f}x)."
+        )
+    if trials and not any(quantization(t["candidate"]) in ("int8", "dynamic") for t in trials):
         lines.append("No INT8 candidate was tried.")
     for bits in (4, 8):
         clustered = [

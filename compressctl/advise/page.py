@@ -35,8 +35,10 @@ def trial_notes(record: dict[str, Any]) -> str:
             f"low-rank replaced {len(lowrank['decomposed'])} convs"
             + (f" (MACs {lowrank['macs_after'] / lowrank['macs_before']:.2f}x)" if lowrank["macs_before"] else "")
         )
-    if figures.get("kmeans", {}).get("clustered") == 0:
+    if figures.get("kmeans", {}).get("changed") == 0:
         notes.append("k-means found no weight large enough to cluster")
+    if "slower_than_float" in figures:
+        notes.append(f"INT8 was slower than float ({figures['slower_than_float']['speedup']:.2f}x): float kept")
     fallback = figures.get("fallback")
     if fallback is not None:
         notes.append(f"{fallback['float_nodes']} nodes back to float" if fallback["float_nodes"] else "no fallback")

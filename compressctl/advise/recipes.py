@@ -7,9 +7,10 @@ A candidate is a plain dict chosen by the search:
   on the BatchNorm scales before the channels are ranked by them;
 * ``lowrank`` ({"ratio": r} or {"energy": e}) and ``lowrank_order`` (``before``
   or ``after`` pruning): Tucker-2 on the convs, where it lowers their MACs;
-* ``quantize`` (``float``, ``int8``, ``kmeans``), ``bits`` (k-means) and
-  ``float_fallback`` (INT8: the quantize stage's ``max_accuracy_drop``, None for
-  none); ``float_nodes`` (INT8: ONNX nodes kept float, the stage's ``exclude_nodes``);
+* ``quantize`` (``float``, ``int8`` (static), ``dynamic`` (INT8), ``kmeans``,
+  ``int4`` (weight-only)), ``bits`` (k-means) and ``float_fallback`` (INT8: the
+  quantize stage's ``max_accuracy_drop``, None for none); ``float_nodes`` (INT8:
+  ONNX nodes kept float, the stage's ``exclude_nodes``);
   ``per_channel`` / ``calibration`` for ONNX-only models;
 * ``stage.field``: an option of a third-party torch stage the recipe lists (the
   search reads its tags), run after pruning and low-rank, before the fine-tuning.
@@ -34,6 +35,8 @@ DEFAULT_INT8 = {
     "calibration": {"method": "minmax", "samples": 256},
     "max_accuracy_drop": 0.003,  # nodes that lose more than this go back to float
 }
+DEFAULT_DYNAMIC = {"type": "quantize", "mode": "dynamic", "per_channel": True, "exclude_op_types": ["Gather"]}
+DEFAULT_INT4 = {"type": "quantize", "mode": "int4"}
 # L1 weight on the BatchNorm scales during the slimming fine-tuning. With Adam and a
 # few epochs a weight this large is needed for the scales of unneeded channels to
 # fall clearly below the others (Liu et al. 2017 train far longer with 1e-4).
@@ -80,6 +83,12 @@ def stage_template(recipe: Any, stage_type: str, default: dict[str, Any]) -> dic
     return dict(default, type=stage_type)
 
 
+def int8_template(recipe: Any, mode: str, default: dict[str, Any]) -> dict[str, Any]:
+    """The recipe's quantize stage when it has this mode (static: also when it names none), else ``default``."""
+    quantize = stage_template(recipe, "quantize", default)
+    return quantize if quantize.get("mode", "static") == mode else dict(default)
+
+
 def budget_gates(budget: Budget, baseline_size_bytes: int) -> dict[str, float]:
     gates: dict[str, float] = {}
     if budget.min_speedup is not None:
@@ -107,7 +116,8 @@ def slims(candidate: dict[str, Any]) -> bool:
 
 
 def quantization(candidate: dict[str, Any]) -> str:
-    """``float``, ``int8`` or ``kmeans`` (``quantize: true/false`` from older advise.json files: int8/float)."""
+    """``float``, ``int8``, ``dynamic``, ``kmeans`` or ``int4`` (``quantize: true/false`` from older advise.json
+    files: int8/float)."""
     mode = candidate.get("quantize", "float")
     if mode is True:
         return "int8"
@@ -150,11 +160,14 @@ def quantize_stage(recipe: Any, candidate: dict[str, Any]) -> dict[str, Any] | N
     mode = quantization(candidate)
     if mode == "kmeans":
         return {"type": "quantize", "mode": "kmeans", "bits": int(candidate.get("bits", 4))}
-    if mode != "int8":
+    if mode == "int4":
+        return int8_template(recipe, "int4", DEFAULT_INT4)
+    if mode not in ("int8", "dynamic"):
         return None
-    quantize = stage_template(recipe, "quantize", DEFAULT_INT8)
-    if quantize.get("mode", "static") != "static":
-        quantize = dict(DEFAULT_INT8)
+    if mode == "dynamic":
+        quantize = int8_template(recipe, "dynamic", DEFAULT_DYNAMIC)
+    else:
+        quantize = int8_template(recipe, "static", DEFAULT_INT8)
     if "per_channel" in candidate:
         quantize["per_channel"] = candidate["per_channel"]
     if "calibration" in candidate:

@@ -74,7 +74,7 @@ def starting_points(space: Space) -> list[dict[str, Any]]:
         point = {"quantize.mode": "static", "quantize.per_channel": True, "quantize.calibration": "minmax"}
         return [space.fill(point)]
     groups = [dim for dim in space.dimensions if dim.per == "layer_group"]
-    int8 = {"quantize.mode": "static", "quantize.max_accuracy_drop": 0.003}
+    int8 = {"quantize.mode": space.quantize_mode, "quantize.max_accuracy_drop": 0.003}
 
     def pruned(ratios: dict[str, float], importance: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         point = {dim.name: snap(dim, ratios.get(dim.name, 0.5)) for dim in groups}
@@ -84,6 +84,8 @@ def starting_points(space: Space) -> list[dict[str, Any]]:
         return {dim.name: ratio for dim in groups}
 
     points = [pruned(uniform(0.5), "l1"), pruned(uniform(0.5), "bn_scale")]
+    if space.quantize_mode == "dynamic":  # an encoder's usual recipe is dynamic INT8 alone, unpruned
+        points.insert(0, pruned(uniform(0.0), "l1"))
     guided = guided_ratios(space, groups)
     if guided is not None:
         points += [pruned(guided, "bn_scale"), pruned(guided, "l1")]
@@ -97,7 +99,7 @@ def effective_candidate(candidate: dict[str, Any], figures: dict[str, Any]) -> d
     """The candidate without the stages that changed nothing in its proxy.
 
     A low-rank stage that replaced no conv (no conv's MACs would drop) or a
-    k-means stage that found no weight large enough to cluster is left out:
+    k-means or int4 stage that found no weight to rewrite is left out:
     the recipe then has no stage that would do nothing (or fail), and the
     candidate counts as the same as its twin without it.
     """
@@ -106,7 +108,8 @@ def effective_candidate(candidate: dict[str, Any], figures: dict[str, Any]) -> d
     if lowrank_rule(candidate) is not None and lowrank is not None and not lowrank["decomposed"]:
         effective.pop("lowrank")
         effective.pop("lowrank_order", None)
-    if quantization(candidate) == "kmeans" and not figures.get("kmeans", {}).get("clustered", 1):
+    mode = quantization(candidate)
+    if mode in ("kmeans", "int4") and not figures.get(mode, {}).get("changed", 1):
         effective.pop("bits", None)
         effective["quantize"] = "float"
     return effective
@@ -211,14 +214,17 @@ def describe_quantization(candidate: dict[str, Any]) -> str | None:
     mode = quantization(candidate)
     if mode == "kmeans":
         return f"k-means {candidate.get('bits', 4)}-bit"
-    if mode != "int8":
+    if mode == "int4":
+        return "int4 weight-only"
+    if mode not in ("int8", "dynamic"):
         return None
     extra = [f"{k}={candidate[k]}" for k in ("per_channel", "calibration") if k in candidate]
     if candidate.get("float_nodes"):
         extra.append(f"{len(candidate['float_nodes'])} node(s) kept float")
     if candidate.get("float_fallback") is not None:
         extra.append(f"float fallback at {candidate['float_fallback']:g} drop")
-    return "int8" + (f" ({', '.join(extra)})" if extra else "")
+    name = "int8" if mode == "int8" else "dynamic int8"
+    return name + (f" ({', '.join(extra)})" if extra else "")
 
 
 def describe_candidate(candidate: dict[str, Any]) -> str:

@@ -82,6 +82,7 @@ class Space:
     dimensions: list[Dimension]
     layers: dict[str, Layer]  # per-layer dimension name → its layer
     onnx_only: bool = False
+    quantize_mode: str = "static"  # the INT8 mode of the starting points: the recipe's (dynamic for encoders)
 
     def sample(self, choose: Callable[[Dimension], Any]) -> dict[str, Any]:
         """Parameter values, dimension by dimension in order (``choose`` is asked only for active ones)."""
@@ -118,11 +119,17 @@ def grid(low: float, high: float, step: float) -> tuple[float, ...]:
 
 
 def stage_dimensions(
-    stage: str, config_model: Any, layers: dict[str, list[Layer]], onnx_only: bool
+    stage: str,
+    config_model: Any,
+    layers: dict[str, list[Layer]],
+    onnx_only: bool,
+    weighted_ops: set[str] | None = None,
 ) -> tuple[list[Dimension], dict[str, Layer]]:
-    """The dimensions one stage's tags give (per-layer ones expanded over ``layers[per]``)."""
+    """The dimensions one stage's tags give (per-layer ones expanded over ``layers[per]``; a choice
+    that ``needs`` an op type only when ``weighted_ops``, the model's op types with constant weights,
+    has it, or when that is not known)."""
     tags = {
-        name: tag
+        name: offered(tag, weighted_ops)
         for name, tag in search_tags(config_model).items()
         if tag.get("models") in (None, "onnx" if onnx_only else "torch")
     }
@@ -158,6 +165,23 @@ def stage_dimensions(
         when += tuple((f"{stage}.{k}", tuple(v)) for k, v in first.get("when", {}).items())
         dims.append(Dimension(f"{stage}.{group}", stage, group, labels, when=when, settings=tuple(settings)))
     return dims, per_layer
+
+
+def offered(tag: dict[str, Any], weighted_ops: set[str] | None) -> dict[str, Any]:
+    """``tag`` without the choices whose ``needs`` op type the model lacks."""
+    needs = tag.get("needs") or {}
+    if weighted_ops is None or not needs:
+        return tag
+    return dict(tag, choices=[c for c in tag["choices"] if c not in needs or needs[c] in weighted_ops])
+
+
+def weighted_op_types(path: Any) -> set[str]:
+    """Op types of ``path``'s nodes that take a constant weight (an initializer of two or more dimensions)."""
+    from compressctl.onnxio import load_onnx
+
+    graph = load_onnx(path, load_external_data=False).graph
+    weights = {t.name for t in graph.initializer if len(t.dims) >= 2}
+    return {node.op_type for node in graph.node if any(name in weights for name in node.input)}
 
 
 def dependency_order(tags: dict[str, dict[str, Any]], switch: str | None) -> list[str]:
@@ -204,12 +228,18 @@ def searched_runners(recipe_types: set[str], onnx_only: bool) -> dict[str, Any]:
     return found
 
 
-def space_from(runners: dict[str, Any], layers: dict[str, list[Layer]], onnx_only: bool) -> Space:
+def space_from(
+    runners: dict[str, Any],
+    layers: dict[str, list[Layer]],
+    onnx_only: bool,
+    weighted_ops: set[str] | None = None,
+    quantize_mode: str = "static",
+) -> Space:
     """The space of ``runners``' tags over ``layers`` (``{"layer_group": [...], "node": [...]}``)."""
     dimensions: list[Dimension] = []
     per_layer: dict[str, Layer] = {}
     for stage, config_model in runners.items():
-        dims, found = stage_dimensions(stage, config_model, layers, onnx_only)
+        dims, found = stage_dimensions(stage, config_model, layers, onnx_only, weighted_ops)
         dimensions += dims
         per_layer.update(found)
         switch = next((d for d in dims if d.stage == "lowrank" and d.choices[0] is None), None)
@@ -219,7 +249,8 @@ def space_from(runners: dict[str, Any], layers: dict[str, list[Layer]], onnx_onl
                     ORDER, "advise", "lowrank_order", ("after", "before"), when=((switch.name, switch.choices[1:]),)
                 )
             )
-    return Space(dimensions, per_layer, onnx_only)
+    modes = next((d.choices for d in dimensions if d.name == "quantize.mode"), ())
+    return Space(dimensions, per_layer, onnx_only, quantize_mode if quantize_mode in modes else "static")
 
 
 def build_space(bench: Any, analysis: dict[str, Any] | None = None) -> Space:
@@ -233,7 +264,9 @@ def build_space(bench: Any, analysis: dict[str, Any] | None = None) -> Space:
         layers["layer_group"] = group_layers(bench, analysis)
         layers["layer"] = conv_layers(bench, analysis)
     recipe_types = {stage.type for stage in bench.recipe.stages}
-    return space_from(searched_runners(recipe_types, onnx_only), layers, onnx_only)
+    weighted = weighted_op_types(bench.baseline_path) if bench.baseline_path is not None else None
+    mode = next((stage.mode for stage in bench.recipe.stages if stage.type == "quantize"), "static")
+    return space_from(searched_runners(recipe_types, onnx_only), layers, onnx_only, weighted, mode)
 
 
 # -- from values to a candidate ------------------------------------------------------------------------
@@ -287,9 +320,12 @@ def quantize_keys(settings: dict[str, Any]) -> dict[str, Any]:
     mode = settings.get("mode")
     if mode == "kmeans":
         return {"quantize": "kmeans", "bits": settings.get("bits", 4)}
-    if mode != "static":
+    if mode == "int4":
+        return {"quantize": "int4"}
+    if mode not in ("static", "dynamic"):
         return {"quantize": "float"}
-    keys: dict[str, Any] = {"quantize": "int8", "float_fallback": settings.get("max_accuracy_drop")}
+    keys: dict[str, Any] = {"quantize": "int8" if mode == "static" else "dynamic"}
+    keys["float_fallback"] = settings.get("max_accuracy_drop")
     if settings.get("exclude_nodes"):
         keys["float_nodes"] = sorted(settings["exclude_nodes"])
     keys.update({k: settings[k] for k in ("per_channel", "calibration") if k in settings})

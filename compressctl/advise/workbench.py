@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("compressctl")
 
 FAST_INT8 = {"format": "qdq", "activation": "uint8", "weight": "int8"}  # the fast format on x86 CPUs
+DYNAMIC_INT8 = {"mode": "dynamic", "format": "qoperator", "activation": "uint8", "weight": "int8"}
 SMALL_BN_SCALE = 0.05  # |gamma| below this: a channel network slimming has all but switched off
 
 
@@ -247,53 +248,64 @@ class Workbench:
         return path
 
     # -- quantizing ------------------------------------------------------------------------
-    def int8_config(self, options: dict[str, Any]) -> Any:
+    def int8_config(self, options: dict[str, Any], mode: str = "static") -> Any:
+        """Static INT8 as advise proposes it, or dynamic INT8 as the recipe's dynamic quantize stage has it."""
+        from compressctl.advise.recipes import DEFAULT_DYNAMIC, int8_template
         from compressctl.runners.quantize import QuantizeConfig
 
-        return QuantizeConfig(
-            type="quantize",
-            mode="static",
-            per_channel=options.get("per_channel", True),
-            calibration={"method": options.get("calibration", "minmax"), "samples": options.get("samples", 256)},
-            exclude_nodes=list(options.get("float_nodes") or []),
-        )
+        fields: dict[str, Any] = {"type": "quantize", "mode": mode, "per_channel": options.get("per_channel", True)}
+        fields["exclude_nodes"] = list(options.get("float_nodes") or [])
+        if mode == "static":
+            method = options.get("calibration", "minmax")
+            fields["calibration"] = {"method": method, "samples": options.get("samples", 256)}
+        else:
+            fields["exclude_op_types"] = int8_template(self.recipe, mode, DEFAULT_DYNAMIC).get("exclude_op_types", [])
+        return QuantizeConfig(**fields)
 
-    def int8_quantizer(self, source: Path, folder: Path, **options: Any) -> tuple[Callable[[list[str]], Path], Path]:
-        """``quantize(float_nodes) -> path`` for static INT8 of ``source`` (QDQ, u8 activations, s8 weights).
+    def int8_quantizer(
+        self, source: Path, folder: Path, mode: str = "static", **options: Any
+    ) -> tuple[Callable[[list[str]], Path], Path]:
+        """``quantize(float_nodes) -> path`` for INT8 of ``source``: static (QDQ, u8 activations, s8 weights,
+        calibrated) or dynamic (QOperator, activation ranges at run time).
 
         Returns it with the pre-processed model, whose node names ``float_nodes`` refer to.
         """
         from compressctl.quantization.int8 import CalibrationReader, preprocess, quantize_candidate
 
-        config = self.int8_config(options)
+        config = self.int8_config(options, mode)
         prepared = preprocess(source, folder / "prepared.onnx", [])
-        calibration = self.data.calibration.head(config.calibration.samples)
-        reader = CalibrationReader(calibration, self.data.input_names, self.recipe.data.batch_size)
+        reader = None
+        if mode == "static":
+            calibration = self.data.calibration.head(config.calibration.samples)
+            reader = CalibrationReader(calibration, self.data.input_names, self.recipe.data.batch_size)
+        setting = FAST_INT8 if mode == "static" else DYNAMIC_INT8
         made: list[Path] = []
 
         def quantize(float_nodes: list[str]) -> Path:
             target = folder / ("int8.onnx" if not made else f"int8-{len(made)}.onnx")
-            quantize_candidate(prepared, target, config, FAST_INT8, reader, float_nodes or None)
+            quantize_candidate(prepared, target, config, setting, reader, float_nodes or None)
             made.append(target)
             return target
 
         return quantize, prepared
 
-    def quantize(self, source: Path, folder: Path, float_nodes: list[str] | None = None, **options: Any) -> Path:
-        """Static INT8 through the quantize runner's helpers, ``float_nodes`` left in float."""
-        quantize, _prepared = self.int8_quantizer(source, folder, **options)
+    def quantize(
+        self, source: Path, folder: Path, float_nodes: list[str] | None = None, mode: str = "static", **options: Any
+    ) -> Path:
+        """INT8 (static or dynamic) through the quantize runner's helpers, ``float_nodes`` left in float."""
+        quantize, _prepared = self.int8_quantizer(source, folder, mode, **options)
         return quantize(list(float_nodes or []))
 
     def quantize_with_fallback(
-        self, source: Path, folder: Path, float_metric: float, max_drop: float, **options: Any
+        self, source: Path, folder: Path, float_metric: float, max_drop: float, mode: str = "static", **options: Any
     ) -> tuple[Path, dict[str, Any]]:
         """INT8, then the quantize stage's accuracy-aware fallback: sensitive nodes back to float until the drop is met."""
         from compressctl.quantization.fallback import accuracy_aware_fallback, fallback_nodes
 
-        quantize, prepared = self.int8_quantizer(source, folder, **options)
+        quantize, prepared = self.int8_quantizer(source, folder, mode, **options)
         quantized = quantize([])
         quantized_metric = self.quick_metric(quantized)
-        config = self.int8_config(options)
+        config = self.int8_config(options, mode)
         result = accuracy_aware_fallback(
             fallback_nodes(prepared, config),
             quantize,
@@ -311,18 +323,21 @@ class Workbench:
             "met": result.met,
         }
 
-    def kmeans(self, source: Path, folder: Path, bits: int) -> tuple[Path, dict[str, Any]]:
-        """k-means weight clustering through the quantize runner's helpers (``source`` when no weight is large enough)."""
+    def rewrite_weights(self, source: Path, folder: Path, stage: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+        """k-means clustering or weight-only int4 as the quantize ``stage`` says, through the runner's helpers;
+        ``changed``: the weights clustered or nodes made 4-bit (``source`` when none qualifies)."""
         from compressctl.quantization.weight_only import transform_weights
         from compressctl.runners.quantize import QuantizeConfig
 
-        target = folder / f"kmeans{bits}.onnx"
-        config = QuantizeConfig(type="quantize", mode="kmeans", bits=bits)
+        config = QuantizeConfig(**stage)
+        target = folder / f"{config.mode}{config.bits or ''}.onnx"
         try:
             details = transform_weights(source, target, config)
-        except ValueError as exc:  # every weight is under min_elements: nothing to cluster
-            return source, {"clustered": 0, "reason": str(exc)}
-        return target, {"clustered": len(details["clustered"])}
+        except ValueError as exc:  # no weight large enough to cluster, or no MatMul with a constant weight
+            return source, {"changed": 0, "reason": str(exc)}
+        return target, {
+            "changed": len(details.get("clustered", [])) or sum(details.get("quantized_nodes", {}).values())
+        }
 
     # -- one candidate -----------------------------------------------------------------------
     def evaluate(self, candidate: dict[str, Any], folder: Path) -> dict[str, Any]:
@@ -338,10 +353,10 @@ class Workbench:
         ``float`` holds the figures before quantization; ``stages`` what the torch
         stages did (layers low-rank replaced or skipped, BatchNorm scales slimmed);
         ``fallback`` what the accuracy-aware fallback returned to float; ``kmeans``
-        how many weights were clustered; ``float_path`` and ``params_path`` the
+        or ``int4`` how many weights were rewritten (``changed``); ``float_path`` and ``params_path`` the
         float and final models; ``trained_by`` the process that built it.
         """
-        from compressctl.advise.recipes import quantization, torch_stages
+        from compressctl.advise.recipes import quantization, quantize_stage, torch_stages
         from compressctl.advise.timing import process_id
 
         shutil.rmtree(folder, ignore_errors=True)
@@ -359,16 +374,19 @@ class Workbench:
             figures["float"] = {k: v for k, v in self.baseline.items() if k in kept}
         mode = quantization(candidate)
         options = {k: candidate[k] for k in ("per_channel", "calibration", "float_nodes") if k in candidate}
-        if mode == "int8" and candidate.get("float_fallback") is not None:
+        int8_mode = {"int8": "static", "dynamic": "dynamic"}.get(mode)
+        if int8_mode and candidate.get("float_fallback") is not None:
             final_path, figures["fallback"] = self.quantize_with_fallback(
-                float_path, folder, figures["float"]["metric"], candidate["float_fallback"], **options
+                float_path, folder, figures["float"]["metric"], candidate["float_fallback"], int8_mode, **options
             )
-        elif mode == "int8":
-            final_path = self.quantize(float_path, folder, **options)
-        elif mode == "kmeans":
-            final_path, figures["kmeans"] = self.kmeans(float_path, folder, int(candidate.get("bits", 4)))
+        elif int8_mode:
+            final_path = self.quantize(float_path, folder, mode=int8_mode, **options)
+        elif mode in ("kmeans", "int4"):
+            stage = quantize_stage(self.recipe, candidate)
+            final_path, figures[mode] = self.rewrite_weights(float_path, folder, stage)
         else:
             final_path = float_path
         final = self.relative(self.score(final_path)) if final_path != float_path else dict(figures["float"])
         figures.update(final, float_path=str(float_path), params_path=str(final_path), trained_by=process_id())
+        figures["quantization"] = mode
         return figures

@@ -72,7 +72,9 @@ def searched(**tag: Any) -> dict[str, Any]:
     stage has one of those values; ``optional=True``: ``None`` joins the choices and
     leaves the stage out; ``one_of="name"``: fields sharing the name form one
     dimension (each choice sets one of them); ``models="torch" | "onnx"``: only for
-    torch models or only for ONNX-only ones. See ``compressctl.advise.space``.
+    torch models or only for ONNX-only ones; ``needs={"choice": "OpType"}``: that choice
+    only for models whose ONNX graph has a node of that op type with a constant weight
+    (dynamic INT8 and int4 act on MatMuls). See ``compressctl.advise.space``.
     """
     return {"search": tag}
 

@@ -42,8 +42,13 @@ from compressctl.runners.base import Runner, StageConfig, searched
 
 log = logging.getLogger("compressctl")
 
-INT8 = {"when": {"mode": ["static"]}}  # search tags of INT8-only options
-NODES = {"when": {"mode": ["static"], "max_accuracy_drop": [None]}}  # float nodes: the search's, or the fallback's
+INT8 = {"when": {"mode": ["static"]}}  # search tags of static-INT8-only options
+FALLBACK = {"when": {"mode": ["static", "dynamic"]}}
+NODES = {
+    "when": {"mode": ["static", "dynamic"], "max_accuracy_drop": [None]}
+}  # float nodes: the search's, or the fallback's
+# dynamic INT8 and int4 act on MatMuls with constant weights: searched only for models that have them
+MATMUL_MODES = {"dynamic": "MatMul", "int4": "MatMul"}
 
 
 class QuantizeConfig(StageConfig):
@@ -55,7 +60,7 @@ class QuantizeConfig(StageConfig):
             "static: INT8 with calibrated activations; dynamic: INT8 with activation ranges at run time; "
             "kmeans: weights clustered to a 2^bits codebook; int4: weight-only 4-bit MatMulNBits; fp16: float16."
         ),
-        json_schema_extra=searched(choices=["static", "kmeans"], optional=True),
+        json_schema_extra=searched(choices=["static", "kmeans", "dynamic", "int4"], optional=True, needs=MATMUL_MODES),
     )
     format: Literal["auto", "qdq", "qoperator"] = Field(
         "auto", description="ONNX quantization format; auto picks the fastest measured on the provider."
@@ -124,7 +129,7 @@ class QuantizeConfig(StageConfig):
             "static/dynamic: largest metric drop (0.01 = 1 pt) on the validation split; when missed, the most "
             "sensitive quantized nodes return to float until it is met."
         ),
-        json_schema_extra=searched(choices=[None, 0.003, 0.001], **INT8),
+        json_schema_extra=searched(choices=[None, 0.003, 0.001], **FALLBACK),
     )
     repair: Literal["auto", "never"] = Field(
         "auto",

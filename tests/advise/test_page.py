@@ -92,7 +92,7 @@ def family_trials() -> list[dict]:
             0.984,
             60_000,
             float={"latency_ms": 4.0, "size_bytes": 400_000},
-            figures={"stages": {"lowrank": narrow}, "kmeans": {"clustered": 5}},
+            figures={"stages": {"lowrank": narrow}, "kmeans": {"changed": 5}},
             suggested={"layer_amounts": AMOUNTS, "importance": "l2", "lowrank": {"ratio": 0.7}, "quantize": "kmeans"},
         ),
     ]

@@ -80,3 +80,13 @@ def test_float_candidates_have_no_quantize_stage_and_old_candidates_still_read(r
 def test_nodes_kept_float_become_the_quantize_stages_exclude_nodes(recipe):
     stages = stages_of(recipe, {"layer_amounts": HALF, "quantize": "int8", "float_nodes": ["/b/Conv", "/a/Conv"]})
     assert stages[-1]["exclude_nodes"] == ["/a/Conv", "/b/Conv"]
+
+
+@pytest.mark.parametrize("fallback", [None, 0.01])
+def test_dynamic_int8_and_int4_candidates_become_their_quantize_stages(recipe, fallback):
+    dynamic = {"layer_amounts": HALF, "quantize": "dynamic", "float_fallback": fallback, "float_nodes": ["/m/MatMul"]}
+    stage = stages_of(recipe, dynamic)[-1]
+    assert stage["mode"] == "dynamic" and stage.get("max_accuracy_drop") == fallback
+    assert stage["exclude_nodes"] == ["/m/MatMul"] and stage["exclude_op_types"] == ["Gather"]
+    assert "calibration" not in stage  # this recipe's quantize stage is static: the dynamic default is taken
+    assert stages_of(recipe, {"layer_amounts": HALF, "quantize": "int4"})[-1] == {"type": "quantize", "mode": "int4"}

@@ -21,10 +21,9 @@ NODES = [Layer("layer1.conv1", "node", ["/layer1/conv1/Conv"], sensitivity=0.01)
 CONVS = [Layer("layer1.conv1", "conv", ["layer1.conv1"], [16, 16, 3, 3])]
 
 
-def torch_space(recipe_types: frozenset[str] = frozenset()):
-    return space_from(
-        searched_runners(set(recipe_types), False), {"layer_group": GROUPS, "node": NODES, "layer": CONVS}, False
-    )
+def torch_space(recipe_types: frozenset[str] = frozenset(), weighted_ops=frozenset({"Conv", "Gemm"}), mode="static"):
+    layers = {"layer_group": GROUPS, "node": NODES, "layer": CONVS}
+    return space_from(searched_runners(set(recipe_types), False), layers, False, set(weighted_ops), mode)
 
 
 def dims(space) -> dict:
@@ -37,7 +36,8 @@ def test_builtin_tags_give_the_space_with_per_layer_dimensions():
     assert stem.kind == "float" and stem.choices[0] == 0.0 and stem.choices[-1] == 0.8 and len(stem.choices) == 17
     assert found["prune.layer_amounts:layer1.conv1"].choices[-1] == 0.5  # bounded by its sensitivity
     assert found["prune.importance"].choices == SEARCHED_IMPORTANCES
-    assert found["quantize.mode"].choices == (None, "static", "kmeans")  # None: no quantize stage
+    # None: no quantize stage; dynamic INT8 and int4 only for models with MatMul weights (this one has none)
+    assert found["quantize.mode"].choices == (None, "static", "kmeans")
     assert found["quantize.bits"].when[-1] == ("quantize.mode", ("kmeans",))
     node = found["quantize.exclude_nodes:layer1.conv1"]
     assert node.choices == (False, True) and node.when[-1] == ("quantize.max_accuracy_drop", (None,))
@@ -84,8 +84,32 @@ def test_values_become_the_candidate_keys_recipes_read():
     assert space.candidate(space.fill({}))["quantize"] == "float"
 
 
+def test_encoders_search_dynamic_int8_and_int4_and_start_from_the_recipes_mode():
+    from compressctl.advise.search import starting_points
+
+    space = torch_space(weighted_ops={"MatMul", "Gather"}, mode="dynamic")
+    found = dims(space)
+    assert found["quantize.mode"].choices == (None, "static", "kmeans", "dynamic", "int4")
+    assert found["quantize.max_accuracy_drop"].when[-1] == ("quantize.mode", ("static", "dynamic"))
+    dynamic = space.fill({"quantize.mode": "dynamic", "quantize.max_accuracy_drop": None})
+    assert "quantize.exclude_nodes:layer1.conv1" in dynamic  # per-MatMul float or INT8
+    assert "quantize.per_channel" not in dynamic and "quantize.calibration" not in dynamic
+    dynamic["quantize.exclude_nodes:layer1.conv1"] = True
+    assert {k: v for k, v in space.candidate(dynamic).items() if k not in ("layer_amounts", "importance")} == {
+        "quantize": "dynamic",
+        "float_fallback": None,
+        "float_nodes": ["/layer1/conv1/Conv"],
+    }
+    assert space.candidate(space.fill({"quantize.mode": "int4"}))["quantize"] == "int4"
+    points = [space.candidate(point) for point in starting_points(space)]
+    assert points[0]["quantize"] == "dynamic" and not any(points[0]["layer_amounts"].values())  # the hand recipe
+    assert all(p["quantize"] == "dynamic" for p in points)
+    assert torch_space(weighted_ops={"MatMul"}, mode="auto").quantize_mode == "static"  # not a searched mode
+    assert starting_points(torch_space())[0]["quantize.mode"] == "static"
+
+
 def test_onnx_only_models_search_formats_and_fallback():
-    space = space_from(searched_runners(set(), True), {"node": NODES}, True)
+    space = space_from(searched_runners(set(), True), {"node": NODES}, True, {"Conv"})
     found = dims(space)
     assert found["quantize.mode"].choices == ("static", "kmeans")  # the only stage: never left out
     assert {"quantize.per_channel", "quantize.calibration", "quantize.exclude_nodes:layer1.conv1"} <= set(found)

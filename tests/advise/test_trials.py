@@ -30,6 +30,32 @@ def test_a_proxy_is_timed_together_with_the_baseline(workspace):
     assert figures["timed_by"]["pid"] == figures["trained_by"]["pid"] == os.getpid()
 
 
+def test_a_proxy_whose_int8_model_is_slower_than_its_float_one_counts_as_float(workspace):
+    """The quantize stage keeps float where its INT8 model is slower: the proxy says what the recipe will do."""
+    import shutil
+
+    from compressctl.advise.timing import time_proxy
+
+    folder, _recipe, bench = workspace
+    pruned = bench.build(tiny_candidate(layer_amounts={"0": 0.75, "3": 0.75, "7": 0.75}), folder / "proxy-fast")
+    unpruned = folder / "unpruned.onnx"
+    shutil.copyfile(bench.baseline_path, unpruned)
+    fast, slow = pruned["params_path"], str(unpruned)
+    own = {"metric": 0.5, "accuracy_drop": 0.4, "size_bytes": 7}
+    flt = {"metric": 0.8, "accuracy_drop": 0.1, "size_bytes": 9}
+    # its "INT8" model (the unpruned copy) is slower than its float one (the pruned model): float is kept
+    slower = time_proxy(bench, {"quantization": "int8", "float": flt, "float_path": fast, "params_path": slow, **own})
+    assert slower["slower_than_float"]["speedup"] < slower["float"]["speedup"] == slower["speedup"]
+    assert (slower["metric"], slower["size_bytes"], slower["slower_than_float"]["metric"]) == (0.8, 9, 0.5)
+    # the other way round its own figures stand
+    faster = time_proxy(bench, {"quantization": "int8", "float": flt, "float_path": slow, "params_path": fast, **own})
+    assert "slower_than_float" not in faster and faster["speedup"] > faster["float"]["speedup"]
+    assert faster["metric"] == 0.5
+    # k-means is for size: its stage keeps what it made
+    kmeans = time_proxy(bench, {"quantization": "kmeans", "float": flt, "float_path": fast, "params_path": slow, **own})
+    assert "slower_than_float" not in kmeans and kmeans["metric"] == 0.5
+
+
 def test_search_ranks_by_the_sittings_speedup_not_by_latencies_from_different_sittings():
     from compressctl.advise.search import dominates
 
