@@ -66,6 +66,8 @@ def advise(
     """
     from compressctl.advise import findings, page, recipes, search, sensitivity, timing
     from compressctl.advise.finalists import (
+        BISECTION_STEPS,
+        bisection,
         confirm,
         finalist_seconds,
         recommend,
@@ -151,6 +153,18 @@ def advise(
         data = recipes.candidate_recipe(recipe, record["candidate"], budget, baseline_size, bench.round_to)
         confirmed.append(confirm(data, recipe, output_dir, number, providers, bench, record))
         progress("finalist", done=number, total=len(chosen))
+    for _step in range(BISECTION_STEPS):
+        left = None if time_budget_min is None else time_budget_min * 60 - (time.perf_counter() - started)
+        if left is not None and left < finalist_seconds(bench) + recipe.report.max_seconds:
+            break
+        record = bisection(confirmed, budget)
+        if record is None:
+            break
+        safe, fast = record.pop("between")
+        log.info("advise: between finalists %d and %d (accuracy kept, lost)", safe["finalist"], fast["finalist"])
+        data = recipes.candidate_recipe(recipe, record["candidate"], budget, baseline_size, bench.round_to)
+        refined = confirm(data, recipe, output_dir, len(confirmed) + 1, providers, bench, record)
+        confirmed.append(dict(refined, between=[safe["finalist"], fast["finalist"]]))
     sitting = time_finalists(bench, confirmed, budget)
 
     feasible = [c for c in confirmed if c["feasible"]]

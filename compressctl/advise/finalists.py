@@ -22,6 +22,7 @@ log = logging.getLogger("compressctl")
 ACCURACY_TIE = 0.002  # finalists closer than this in metric count as equally accurate
 SPEED_TIE = 0.10  # finalists within 10 % of the fastest count as equally fast (run-to-run timing noise)
 FINALIST_REPORT_SECONDS = 10.0  # a finalist run's own latency sitting: its figures are kept aside (see confirm)
+BISECTION_STEPS = 2  # full runs at most, halving the pruning between finalists either side of the accuracy limit
 FINALIST_SELECT_SECONDS = 20.0  # a finalist's quantize stage chooses its format in a sitting this long at most
 FINALIST_QUANTIZE_SECONDS = 30.0  # that stage on a small model: calibration, the selection sitting, judging
 REPORT_TIMING = ("p50_ms", "p90_ms", "speedup", "speedup_at_p90", "baseline_p50_ms")  # the apply run's own
@@ -103,6 +104,48 @@ def time_finalists(bench: Any, finalists: list[dict[str, Any]], budget: Budget) 
         finalist["violations"] = budget.violations(figures)
         finalist["feasible"] = budget.meets(figures) and finalist.pop("other_gates_passed")
     return summary
+
+
+def accurate(finalist: dict[str, Any], budget: Budget) -> bool:
+    """Whether a finalist's full run met the accuracy limit and every gate but latency (known before its sitting)."""
+    drop = finalist["figures"].get("accuracy_drop")
+    within = budget.max_accuracy_drop is None or (drop is not None and drop <= budget.max_accuracy_drop)
+    return within and finalist["other_gates_passed"]
+
+
+def pruning_level(candidate: dict[str, Any]) -> float:
+    amounts = candidate.get("layer_amounts") or {}
+    return sum(amounts.values()) / len(amounts) if amounts else 0.0
+
+
+def prunes_harder(fast: dict[str, Any], safe: dict[str, Any]) -> bool:
+    """``fast`` is ``safe`` pruned at least as hard in every group and harder in one, all else equal."""
+    rest = {k: v for k, v in fast.items() if k != "layer_amounts"}
+    if rest != {k: v for k, v in safe.items() if k != "layer_amounts"}:
+        return False
+    a, b = fast.get("layer_amounts") or {}, safe.get("layer_amounts") or {}
+    return set(a) == set(b) and all(a[k] >= b[k] for k in a) and any(a[k] > b[k] for k in a)
+
+
+def bisection(finalists: list[dict[str, Any]], budget: Budget) -> dict[str, Any] | None:
+    """The next candidate between the most pruned finalist that kept accuracy and the least pruned one of
+    its harder-pruned twins that lost too much: each group's ratio halfway (None when there is no such pair).
+
+    Proxies fine-tune briefly, so the search ranks candidates near the accuracy limit poorly; full
+    runs on either side of it bracket the heaviest pruning that keeps accuracy, and halving the
+    bracket in a full run or two finds a faster recipe than the safe side."""
+    kept = sorted((f for f in finalists if accurate(f, budget)), key=lambda f: -pruning_level(f["candidate"]))
+    lost = [f for f in finalists if not accurate(f, budget)]
+    for safe in kept:
+        harder = [f for f in lost if prunes_harder(f["candidate"], safe["candidate"])]
+        if harder:
+            fast = min(harder, key=lambda f: pruning_level(f["candidate"]))
+            a, b = fast["candidate"]["layer_amounts"], safe["candidate"]["layer_amounts"]
+            middle = {k: round((a[k] + b[k]) / 2, 3) for k in a}
+            candidate = {**safe["candidate"], "layer_amounts": middle}
+            if all(f["candidate"] != candidate for f in finalists):
+                return {"trial": None, "candidate": candidate, "figures": {}, "between": [safe, fast]}
+    return None
 
 
 def write_recipe(path: Path, data: dict[str, Any], recipe: Any, candidate: dict[str, Any]) -> Path:

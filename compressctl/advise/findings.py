@@ -240,7 +240,9 @@ def _timing_lines(result: dict[str, Any]) -> list[str]:
     widest = max(
         (f["figures"]["speedup_ci"][1] - f["figures"]["speedup_ci"][0]) / 2 / f["figures"]["speedup"] for f in finalists
     )
-    drift = max(abs(f["proxy"]["speedup"] / f["figures"]["speedup"] - 1) for f in finalists)
+    drift = max(
+        (abs(f["proxy"]["speedup"] / f["figures"]["speedup"] - 1) for f in finalists if f["proxy"]), default=0.0
+    )
     return [
         f"Timing: the finalists and the baseline were timed together in one sitting ({sitting['rounds']} rounds in "
         f"{sitting['sessions']} session sets, alternating run by run, the {sitting['statistic']} of each model's runs); "

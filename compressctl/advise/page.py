@@ -146,7 +146,8 @@ def candidate_tables(result: dict[str, Any], page_dir: Path) -> list[str]:
     finalists = [
         [
             f["finalist"],
-            recipe_link(f, f["description"], page_dir),
+            recipe_link(f, f["description"], page_dir)
+            + (f" (between finalists {f['between'][0]} and {f['between'][1]})" if f.get("between") else ""),
             *cells(f["figures"]),
             "yes" if f["feasible"] else "no",
         ]

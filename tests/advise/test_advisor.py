@@ -213,6 +213,35 @@ def test_recommend_prefers_speed_then_accuracy_then_size_within_noise():
     assert recommend([unsure, small_as_fast], budget) is small_as_fast
 
 
+def test_bisection_halves_the_pruning_between_finalists_either_side_of_the_accuracy_limit():
+    from compressctl.advise.finalists import bisection
+
+    def finalist(number: int, ratio: float, drop: float, importance: str = "bn_scale", gates: bool = True) -> dict:
+        candidate = {"layer_amounts": {"a": ratio, "b": ratio / 2}, "importance": importance, "quantize": "int8"}
+        return {
+            "finalist": number,
+            "candidate": candidate,
+            "figures": {"accuracy_drop": drop},
+            "other_gates_passed": gates,
+        }
+
+    budget = Budget(min_speedup=5.0, max_accuracy_drop=0.005)
+    safe, lost, other_family = finalist(1, 0.5, 0.0), finalist(2, 0.7, 0.008), finalist(3, 0.6, -0.01, "l1")
+    record = bisection([safe, lost, other_family], budget)
+    assert record["candidate"] == {"layer_amounts": {"a": 0.6, "b": 0.3}, "importance": "bn_scale", "quantize": "int8"}
+    assert record["between"] == [safe, lost] and record["trial"] is None
+    # the middle kept accuracy: the next step halves what is left towards the one that lost it
+    kept = dict(finalist(4, 0.6, 0.003), candidate=record["candidate"])
+    assert bisection([safe, lost, kept], budget)["candidate"]["layer_amounts"] == {"a": 0.65, "b": 0.325}
+    # the middle lost it too: halve towards the safe side instead
+    missed = dict(finalist(4, 0.6, 0.006), candidate=record["candidate"])
+    assert bisection([safe, lost, missed], budget)["candidate"]["layer_amounts"] == {"a": 0.55, "b": 0.275}
+    # nothing to bisect: no harder-pruned twin lost accuracy, or the twins differ in more than their ratios
+    assert bisection([safe, finalist(2, 0.7, 0.001)], budget) is None
+    assert bisection([safe, finalist(2, 0.7, 0.008, "l1")], budget) is None
+    assert bisection([finalist(1, 0.5, 0.0, gates=False), lost], budget) is None  # a failed gate is not "safe"
+
+
 def test_finalist_runs_time_only_the_gate_batch_briefly():
     """A finalist's own run times its stages briefly at the gate batch: the finalists' sitting judges it."""
     from compressctl.advise.finalists import FINALIST_REPORT_SECONDS, FINALIST_SELECT_SECONDS, brief_report
