@@ -217,8 +217,7 @@ def proxy_budget(bench: Any, budget: Budget, folder: Path, progress: Callable[..
         return budget
     progress("phase", name="proxy calibration")
     groups = search.layer_groups(bench)
-    stages = bench.recipe.stages
-    epochs = next((s.epochs for s in stages if s.type == "finetune"), recipes.DEFAULT_FINETUNE["epochs"])
+    epochs = recipes.recovery_stage(bench.recipe).get("epochs", recipes.DEFAULT_FINETUNE["epochs"])
     gap = 0.0
     for ratio in GAP_REFERENCES:
         reference = {"layer_amounts": {pattern: ratio for pattern in groups.values()}, "importance": "l1"}

@@ -214,11 +214,20 @@ def torch_stages(
     plugins = plugin_stages(recipe, candidate)
     stages += plugins
     if amounts or rule is not None or plugins:
-        finetune = stage_template(recipe, "finetune", DEFAULT_FINETUNE)
+        recovery = recovery_stage(recipe)
         if finetune_epochs is not None:
-            finetune["epochs"] = finetune_epochs
-        stages.append(finetune)
+            recovery["epochs"] = finetune_epochs
+        stages.append(recovery)
     return stages
+
+
+def recovery_stage(recipe: Any) -> dict[str, Any]:
+    """What recovers a candidate's accuracy: the recipe's ``distill`` stage when it lists one (from the
+    baseline, its default teacher: what a model judged by fidelity to the baseline should learn), else
+    its ``finetune`` stage (on the labels)."""
+    if any(stage.type == "distill" for stage in recipe.stages):
+        return stage_template(recipe, "distill", {})
+    return stage_template(recipe, "finetune", DEFAULT_FINETUNE)
 
 
 def candidate_recipe(

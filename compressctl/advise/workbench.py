@@ -197,12 +197,14 @@ class Workbench:
 
     def stage_context(self, stage_type: str, index: int) -> StageContext:
         """A stage context for an in-process proxy stage (torch stages: they write no files)."""
+        from compressctl.artifact import Artifact
         from compressctl.pipeline import build_source_artifact
         from compressctl.recipe import recipe_dir
         from compressctl.runners.base import StageContext
 
         recipe = self.recipe
         return StageContext(
+            baseline=Artifact.from_module(self.module) if self.module is not None else None,
             index=index,
             name=f"{index:02d}-{stage_type}",
             stage_dir=self.folder,

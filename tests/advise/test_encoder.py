@@ -84,3 +84,8 @@ def test_proxies_of_dynamic_int8_with_float_nodes_and_int4(encoder):
     int4 = bench.build(space.candidate(space.fill({"quantize.mode": "int4"})), folder / "proxy-int4")
     assert int4["int4"]["changed"] > 0 and int4["size_bytes"] < int4["float"]["size_bytes"]
     assert "MatMulNBits" in {n.op_type for n in onnx.load(int4["params_path"]).graph.node}
+
+
+def test_proxy_stages_see_the_baseline_as_the_distillation_teacher(encoder):
+    _folder, bench, _analysis = encoder
+    assert bench.stage_context("distill", 3).baseline.module is bench.module

@@ -90,3 +90,22 @@ def test_dynamic_int8_and_int4_candidates_become_their_quantize_stages(recipe, f
     assert stage["exclude_nodes"] == ["/m/MatMul"] and stage["exclude_op_types"] == ["Gather"]
     assert "calibration" not in stage  # this recipe's quantize stage is static: the dynamic default is taken
     assert stages_of(recipe, {"layer_amounts": HALF, "quantize": "int4"})[-1] == {"type": "quantize", "mode": "int4"}
+
+
+def test_a_recipe_with_a_distill_stage_recovers_by_distilling_from_the_baseline(tmp_path):
+    from compressctl.advise.recipes import torch_stages
+    from compressctl.recipe import load_recipe
+    from tests.advise.test_encoder import ENCODER
+    from tests.conftest import write_recipe
+
+    distilling = dict(
+        ENCODER, stages=[*ENCODER["stages"][:1], {"type": "distill", "epochs": 4, "soft": {"alpha": 1.0}}]
+    )
+    recipe = load_recipe(write_recipe(tmp_path, distilling))
+    stages = torch_stages(recipe, {"layer_amounts": {"encoder.layers.0.linear1": 0.5}}, None)
+    assert [s["type"] for s in stages] == ["prune", "distill"] and stages[-1]["soft"] == {"alpha": 1.0}
+    assert torch_stages(recipe, {"layer_amounts": {"encoder.layers.0.linear1": 0.5}}, None, 2)[-1]["epochs"] == 2
+    finetuning = load_recipe(write_recipe(tmp_path, ENCODER, "finetune.yaml"))
+    assert (
+        torch_stages(finetuning, {"layer_amounts": {"encoder.layers.0.linear1": 0.5}}, None)[-1]["type"] == "finetune"
+    )
