@@ -84,3 +84,21 @@ def test_finalists_are_the_fastest_and_the_most_accurate_of_the_front():
     assert chosen == [4, 3, 0]  # the two fastest, and the most accurate in the last slot
     assert [r["trial"] for r in choose_finalists(front, 1, Budget(min_speedup=2.0))] == [4]
     assert [r["trial"] for r in choose_finalists(front[:2], 3, Budget(min_speedup=2.0))] == [1, 0]
+
+
+def test_a_proxy_just_short_of_the_speed_limit_comes_before_ones_that_lose_accuracy():
+    from compressctl.advise.budget import Budget
+    from compressctl.advise.search import choose_finalists
+
+    budget = Budget(min_speedup=2.0, max_accuracy_drop=0.01)
+
+    def record(trial: int, drop: float, speedup: float) -> dict:
+        figures = {"metric": 0.99 - drop, "accuracy_drop": drop, "speedup": speedup, "size_bytes": 1000 + trial}
+        figures["float"] = {"macs": trial}
+        candidate = {"layer_amounts": {"stem.*": trial / 10}, "importance": "l1", "quantize": "int8"}
+        violations = budget.violations(figures)
+        return {"trial": trial, "candidate": candidate, "figures": figures, "violations": violations, "feasible": False}
+
+    hand, too_slow, inaccurate = record(0, 0.0, 1.71), record(1, 0.0, 1.2), record(2, 0.08, 3.7)
+    # the hand recipe measured 1.71x in its proxy sitting, 2.29x applied: it gets a full run first
+    assert [r["trial"] for r in choose_finalists([inaccurate, too_slow, hand], 2, budget)] == [0, 2]

@@ -103,7 +103,8 @@ def test_encoders_search_dynamic_int8_and_int4_and_start_from_the_recipes_mode()
     assert space.candidate(space.fill({"quantize.mode": "int4"}))["quantize"] == "int4"
     points = [space.candidate(point) for point in starting_points(space)]
     assert points[0]["quantize"] == "dynamic" and not any(points[0]["layer_amounts"].values())  # the hand recipe
-    assert all(p["quantize"] == "dynamic" for p in points)
+    assert points[1]["quantize"] == "int8" and not any(points[1]["layer_amounts"].values())  # static, unpruned
+    assert all(p["quantize"] == "dynamic" for p in points[2:])
     assert torch_space(weighted_ops={"MatMul"}, mode="auto").quantize_mode == "static"  # not a searched mode
     assert starting_points(torch_space())[0]["quantize.mode"] == "static"
 
