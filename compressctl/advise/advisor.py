@@ -67,10 +67,12 @@ def advise(
     from compressctl.advise import findings, page, recipes, search, sensitivity, timing
     from compressctl.advise.finalists import (
         BISECTION_STEPS,
+        RETIME_SECONDS,
         bisection,
         confirm,
         finalist_seconds,
         recommend,
+        retime,
         shared_finetune_seconds,
         time_finalists,
         write_recipe,
@@ -115,7 +117,7 @@ def advise(
     if time_budget_min is not None:
         spent = time.perf_counter() - started
         shared = shared_finetune_seconds(base_report, recipe) if bench.module is not None else 0.0
-        reserved = finalists * finalist_seconds(bench) + shared + recipe.report.max_seconds
+        reserved = finalists * finalist_seconds(bench) + shared + recipe.report.max_seconds + RETIME_SECONDS
         timeout = max(30.0, time_budget_min * 60 - spent - reserved)
         log.info(
             "advise: %.0f s for the search, %.0f s kept for %d finalists and their sitting",
@@ -139,6 +141,7 @@ def advise(
             jobs=slots,
         )
     records.sort(key=lambda r: r["trial"])
+    front_sitting = retime(bench, records, search_budget)
     front = search.pareto_front(records)
     chosen = search.choose_finalists(records, finalists, search_budget)
     baseline_size = base_report_size(base_report)
@@ -184,6 +187,7 @@ def advise(
         "trials": records,
         "pareto_front": [r["trial"] for r in front],
         "finalists": confirmed,
+        "candidates_sitting": front_sitting,
         "finalist_sitting": sitting,
         "executor": {"kind": executor, "jobs": jobs, "timed_by": timing.process_id()},
         "recommended": best,

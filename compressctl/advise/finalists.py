@@ -22,6 +22,8 @@ log = logging.getLogger("compressctl")
 ACCURACY_TIE = 0.002  # finalists closer than this in metric count as equally accurate
 SPEED_TIE = 0.10  # finalists within 10 % of the fastest count as equally fast (run-to-run timing noise)
 FINALIST_REPORT_SECONDS = 10.0  # a finalist run's own latency sitting: its figures are kept aside (see confirm)
+RETIME_MOST = 12  # candidates re-timed together before the finalists are chosen
+RETIME_SECONDS = 20.0
 BISECTION_STEPS = 2  # full runs at most, halving the pruning between finalists either side of the accuracy limit
 FINALIST_SELECT_SECONDS = 20.0  # a finalist's quantize stage chooses its format in a sitting this long at most
 FINALIST_QUANTIZE_SECONDS = 30.0  # that stage on a small model: calibration, the selection sitting, judging
@@ -104,6 +106,35 @@ def time_finalists(bench: Any, finalists: list[dict[str, Any]], budget: Budget) 
         finalist["violations"] = budget.violations(figures)
         finalist["feasible"] = budget.meets(figures) and finalist.pop("other_gates_passed")
     return summary
+
+
+def retime(bench: Any, records: list[dict[str, Any]], budget: Budget) -> dict[str, Any] | None:
+    """Time the candidates that meet every limit but latency again, together with the baseline in one
+    sitting of up to ``RETIME_SECONDS`` (the ``RETIME_MOST`` fastest by their proxies, one per model), and
+    judge them on it before the finalists are chosen: one proxy's short sitting put the same model at
+    5.7x and 7.6x in two runs (2026-12-06), and candidates timed minutes apart must not win or lose on
+    when they ran. Returns the sitting's summary (None when there was nothing to time)."""
+    import dataclasses
+
+    from compressctl.advise.search import LATENCY_LIMITS, same_model_key
+    from compressctl.advise.timing import proxy_settings, sit_with_baseline, sitting_summary, timed
+
+    pool: dict[Any, dict[str, Any]] = {}
+    for record in sorted(records, key=lambda r: -r["figures"]["speedup"]):
+        met = all(v <= 0 for k, v in record["violations"].items() if k not in LATENCY_LIMITS)
+        if met and record.get("model_path") and Path(record["model_path"]).exists():
+            pool.setdefault(same_model_key(record), record)
+    chosen = list(pool.values())[:RETIME_MOST]
+    if not chosen:
+        return None
+    settings = dataclasses.replace(proxy_settings(bench), max_seconds=RETIME_SECONDS, max_rounds=2000)
+    result = sit_with_baseline(bench, {f"trial {r['trial']}": Path(r["model_path"]) for r in chosen}, settings)
+    for record in chosen:
+        record["proxy_sitting"] = {k: record["figures"][k] for k in ("speedup", "speedup_ci", "latency_ms")}
+        record["figures"].update(timed(result, f"trial {record['trial']}"))
+        record["violations"] = budget.violations(record["figures"])
+        record["feasible"] = budget.meets(record["figures"])
+    return sitting_summary(result)
 
 
 def accurate(finalist: dict[str, Any], budget: Budget) -> bool:

@@ -188,6 +188,7 @@ def trial_record(
         "feasible": budget.meets(figures),
         "trained_by": figures.get("trained_by"),
         "timed_by": figures.get("timed_by"),
+        "model_path": figures.get("params_path"),  # the model its figures stand for (re-timed before finalists)
     }
     if candidate != suggested:
         record["suggested"] = suggested

@@ -122,7 +122,7 @@ def time_proxy(bench: Any, built: dict[str, Any]) -> dict[str, Any]:
         # The INT8 stage times its model against float and keeps float when INT8 is slower: so will the recipe.
         kept = ("metric", "accuracy_drop", "size_bytes", "latency_ms", "speedup", "speedup_ci")
         figures["slower_than_float"] = {k: figures[k] for k in kept}
-        figures.update({k: figures["float"][k] for k in kept if k in figures["float"]})
+        figures.update({k: figures["float"][k] for k in kept if k in figures["float"]}, params_path=float_path)
     figures["sitting"] = sitting_summary(result)
     figures["timed_by"] = figures["sitting"]["timed_by"]
     return figures

@@ -56,6 +56,33 @@ def test_a_proxy_whose_int8_model_is_slower_than_its_float_one_counts_as_float(w
     assert "slower_than_float" not in kmeans and kmeans["metric"] == 0.5
 
 
+def test_candidates_are_timed_again_together_before_the_finalists_are_chosen(workspace):
+    """Proxies timed in separate short sittings are re-judged in one sitting: their order is the sitting's."""
+    import shutil
+
+    from compressctl.advise.finalists import retime
+
+    folder, _recipe, bench = workspace
+    pruned = bench.build(tiny_candidate(layer_amounts={"0": 0.75, "3": 0.75, "7": 0.75}), folder / "proxy-retimed")
+    unpruned = folder / "unpruned-retimed.onnx"
+    shutil.copyfile(bench.baseline_path, unpruned)
+    budget = Budget(min_speedup=1.2, max_accuracy_drop=0.5)
+
+    def record(trial: int, path, speedup: float, drop: float) -> dict:
+        figures = {"speedup": speedup, "speedup_ci": [speedup, speedup], "latency_ms": 1.0, "metric": 0.9 - trial}
+        figures.update(accuracy_drop=drop, size_bytes=trial, float={"macs": trial})
+        return {"trial": trial, "figures": figures, "model_path": str(path), "violations": budget.violations(figures)}
+
+    # their proxies' sittings had them the wrong way round; the third lost too much accuracy to matter
+    fast, slow = record(0, pruned["params_path"], 1.0, 0.0), record(1, unpruned, 3.0, 0.0)
+    inaccurate = record(2, pruned["params_path"], 1.0, 0.9)
+    summary = retime(bench, [fast, slow, inaccurate], budget)
+    assert summary["rounds"] >= 10 and summary["timed_by"]["pid"] == os.getpid()
+    assert fast["figures"]["speedup"] > 1.2 > slow["figures"]["speedup"]  # the unpruned copy is about 1x
+    assert fast["feasible"] and not slow["feasible"] and fast["proxy_sitting"]["speedup"] == 1.0
+    assert "proxy_sitting" not in inaccurate and inaccurate["figures"]["speedup"] == 1.0
+
+
 def test_search_ranks_by_the_sittings_speedup_not_by_latencies_from_different_sittings():
     from compressctl.advise.search import dominates
 
