@@ -1,13 +1,11 @@
 """``quantize``: quantization of an ONNX model (INT8 through ``onnxruntime.quantization``,
 k-means weight clustering, weight-only int4, fp16).
 
-ONNX Runtime's defaults (QDQ with signed 8-bit activations) are not the fastest
-on every CPU; on x86 with VNNI they can be slower than float. So this stage
-quantizes a few candidate formats, judges each against float on held-out
-samples by a metric that fits the output, times them and the float model
-together in one sitting, and keeps the fastest faithful one, float included
-(``compressctl.quantization.select``). The report lists every candidate and
-why the winner won.
+ONNX Runtime's defaults (QDQ with signed 8-bit activations) are not the fastest on every CPU;
+on x86 with VNNI they can be slower than float. So this stage quantizes a few candidate formats,
+judges each against float on held-out samples by a metric that fits the output, times them and
+the float model together in one sitting, and keeps the fastest faithful one, float included
+(``compressctl.quantization.select``); the report lists every candidate and why the winner won.
 
 With ``max_accuracy_drop`` an INT8 model that loses too much goes through the
 accuracy-aware fallback: its most sensitive nodes return to float one by one
@@ -42,12 +40,10 @@ from compressctl.runners.base import Runner, StageConfig, searched
 
 log = logging.getLogger("compressctl")
 
-INT8 = {"when": {"mode": ["static"]}}  # search tags of static-INT8-only options
-FALLBACK = {"when": {"mode": ["static", "dynamic"]}}
-NODES = {
-    "when": {"mode": ["static", "dynamic"], "max_accuracy_drop": [None]}
-}  # float nodes: the search's, or the fallback's
-# dynamic INT8 and int4 act on MatMuls with constant weights: searched only for models that have them
+# search tags: static-INT8-only options; the fallback; float nodes (the search's, or the fallback's); modes
+# that act on MatMuls with constant weights (searched only for models that have them)
+INT8, FALLBACK = {"when": {"mode": ["static"]}}, {"when": {"mode": ["static", "dynamic"]}}
+NODES = {"when": {"mode": ["static", "dynamic"], "max_accuracy_drop": [None]}}
 MATMUL_MODES = {"dynamic": "MatMul", "int4": "MatMul"}
 
 
