@@ -85,14 +85,16 @@ def test_rl_reward_penalises_missed_limits():
 
 
 class FakeBench:
-    """An ONNX-only workbench whose proxy metric rises with INT8 and k-means 8-bit (no model runs)."""
+    """An ONNX-only workbench whose proxy metric rises with INT8 and k-means 8-bit (no model runs); its graph
+    is not known (no baseline_path), so dynamic INT8 and int4 are offered too."""
 
     module = None
     baseline_path = None
     recipe = SimpleNamespace(stages=[])
 
     def evaluate(self, candidate: dict, folder) -> dict:
-        metric = {"int8": 0.9, "kmeans": 0.8 + 0.01 * candidate.get("bits", 4)}[candidate["quantize"]]
+        kmeans = 0.8 + 0.01 * candidate.get("bits", 4)
+        metric = {"int8": 0.9, "dynamic": 0.88, "int4": 0.7, "kmeans": kmeans}[candidate["quantize"]]
         return figures_for(metric)
 
 
