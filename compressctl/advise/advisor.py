@@ -160,10 +160,10 @@ def advise(
         left = None if time_budget_min is None else time_budget_min * 60 - (time.perf_counter() - started)
         if left is not None and left < finalist_seconds(bench) + recipe.report.max_seconds:
             break
-        record = bisection(confirmed, budget)
-        if record is None:
+        found = bisection(confirmed, budget)
+        if found is None:
             break
-        safe, fast = record.pop("between")
+        record, safe, fast = found
         log.info("advise: between finalists %d and %d (accuracy kept, lost)", safe["finalist"], fast["finalist"])
         data = recipes.candidate_recipe(recipe, record["candidate"], budget, baseline_size, bench.round_to)
         refined = confirm(data, recipe, output_dir, len(confirmed) + 1, providers, bench, record)

@@ -158,9 +158,10 @@ def prunes_harder(fast: dict[str, Any], safe: dict[str, Any]) -> bool:
     return set(a) == set(b) and all(a[k] >= b[k] for k in a) and any(a[k] > b[k] for k in a)
 
 
-def bisection(finalists: list[dict[str, Any]], budget: Budget) -> dict[str, Any] | None:
+def bisection(finalists: list[dict[str, Any]], budget: Budget) -> tuple[dict[str, Any], dict, dict] | None:
     """The next candidate between the most pruned finalist that kept accuracy and the least pruned one of
-    its harder-pruned twins that lost too much: each group's ratio halfway (None when there is no such pair).
+    its harder-pruned twins that lost too much, each group's ratio halfway, as a record for ``confirm`` with
+    that pair (safe, fast); None when there is no such pair.
 
     Proxies fine-tune briefly, so the search ranks candidates near the accuracy limit poorly; full
     runs on either side of it bracket the heaviest pruning that keeps accuracy, and halving the
@@ -175,7 +176,7 @@ def bisection(finalists: list[dict[str, Any]], budget: Budget) -> dict[str, Any]
             middle = {k: round((a[k] + b[k]) / 2, 3) for k in a}
             candidate = {**safe["candidate"], "layer_amounts": middle}
             if all(f["candidate"] != candidate for f in finalists):
-                return {"trial": None, "candidate": candidate, "figures": {}, "between": [safe, fast]}
+                return {"trial": None, "candidate": candidate, "figures": {}}, safe, fast
     return None
 
 

@@ -255,14 +255,20 @@ class Workbench:
         from compressctl.advise.recipes import DEFAULT_DYNAMIC, int8_template
         from compressctl.runners.quantize import QuantizeConfig
 
-        fields: dict[str, Any] = {"type": "quantize", "mode": mode, "per_channel": options.get("per_channel", True)}
-        fields["exclude_nodes"] = list(options.get("float_nodes") or [])
-        if mode == "static":
-            method = options.get("calibration", "minmax")
-            fields["calibration"] = {"method": method, "samples": options.get("samples", 256)}
-        else:
-            fields["exclude_op_types"] = int8_template(self.recipe, mode, DEFAULT_DYNAMIC).get("exclude_op_types", [])
-        return QuantizeConfig(**fields)
+        float_nodes = list(options.get("float_nodes") or [])
+        if mode != "static":  # the stage recipes.quantize_stage writes, without its fallback (the proxy's own)
+            stage = {
+                k: v for k, v in int8_template(self.recipe, mode, DEFAULT_DYNAMIC).items() if k != "max_accuracy_drop"
+            }
+            stage["exclude_nodes"] = sorted(set(stage.get("exclude_nodes", [])) | set(float_nodes))
+            return QuantizeConfig(**dict(stage, per_channel=options.get("per_channel", stage.get("per_channel", True))))
+        return QuantizeConfig(
+            type="quantize",
+            mode="static",
+            per_channel=options.get("per_channel", True),
+            calibration={"method": options.get("calibration", "minmax"), "samples": options.get("samples", 256)},
+            exclude_nodes=float_nodes,
+        )
 
     def int8_quantizer(
         self, source: Path, folder: Path, mode: str = "static", **options: Any

@@ -227,15 +227,15 @@ def test_bisection_halves_the_pruning_between_finalists_either_side_of_the_accur
 
     budget = Budget(min_speedup=5.0, max_accuracy_drop=0.005)
     safe, lost, other_family = finalist(1, 0.5, 0.0), finalist(2, 0.7, 0.008), finalist(3, 0.6, -0.01, "l1")
-    record = bisection([safe, lost, other_family], budget)
+    record, low, high = bisection([safe, lost, other_family], budget)
     assert record["candidate"] == {"layer_amounts": {"a": 0.6, "b": 0.3}, "importance": "bn_scale", "quantize": "int8"}
-    assert record["between"] == [safe, lost] and record["trial"] is None
+    assert (low, high) == (safe, lost) and record["trial"] is None
     # the middle kept accuracy: the next step halves what is left towards the one that lost it
     kept = dict(finalist(4, 0.6, 0.003), candidate=record["candidate"])
-    assert bisection([safe, lost, kept], budget)["candidate"]["layer_amounts"] == {"a": 0.65, "b": 0.325}
+    assert bisection([safe, lost, kept], budget)[0]["candidate"]["layer_amounts"] == {"a": 0.65, "b": 0.325}
     # the middle lost it too: halve towards the safe side instead
     missed = dict(finalist(4, 0.6, 0.006), candidate=record["candidate"])
-    assert bisection([safe, lost, missed], budget)["candidate"]["layer_amounts"] == {"a": 0.55, "b": 0.275}
+    assert bisection([safe, lost, missed], budget)[0]["candidate"]["layer_amounts"] == {"a": 0.55, "b": 0.275}
     # nothing to bisect: no harder-pruned twin lost accuracy, or the twins differ in more than their ratios
     assert bisection([safe, finalist(2, 0.7, 0.001)], budget) is None
     assert bisection([safe, finalist(2, 0.7, 0.008, "l1")], budget) is None
