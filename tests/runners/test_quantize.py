@@ -214,6 +214,9 @@ def test_dynamic_int8_per_channel_with_excluded_op_types(tmp_path: Path) -> None
                 "per_channel": True,
                 "exclude_op_types": ["Gather"],
                 "select_repeat": 3,
+                # this test is about which nodes get quantized, not whether INT8 is faster on a
+                # tiny model: on CI's machine float's interval overlapped INT8's and float was kept
+                "prefer": "size",
             },
         ],
     )
