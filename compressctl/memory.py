@@ -74,3 +74,27 @@ def out_of_memory_message() -> str:
     limit = current_limit()
     cap = f" (this run may use {limit / (1 << 30):.1f} GB; {ENV} sets it)" if limit else ""
     return f"ran out of memory{cap}; use a smaller batch size, fewer samples or smaller inputs"
+
+
+def resident_bytes() -> int | None:
+    """This process's resident set size, from ``/proc`` (None where there is none)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def trim() -> None:
+    """Hand freed heap pages back to the system (glibc keeps them after large frees, so RSS stays high)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

@@ -66,15 +66,30 @@ def guided_ratios(space: Space, groups: list[Dimension]) -> dict[str, float] | N
     return {name: 0.5 - GUIDED_SPREAD + 2 * GUIDED_SPREAD * position / span for position, name in enumerate(order)}
 
 
+def cheap_groups(space: Space, groups: list[Dimension]) -> set[str]:
+    """The groups no more sensitive than the median when some group is more sensitive (an encoder's
+    FFNs beside its residual width); empty without a sensitivity analysis."""
+    import statistics
+
+    sensitivity = {dim.name: space.layers[dim.name].sensitivity for dim in groups}
+    if len(sensitivity) < 2 or not any(sensitivity.values()):
+        return set()
+    median = statistics.median(sensitivity.values())
+    cheap = {name for name, value in sensitivity.items() if value <= median}
+    return cheap if len(cheap) < len(sensitivity) else set()
+
+
 def starting_points(space: Space) -> list[dict[str, Any]]:
     """Values proposed first, by every strategy: the usual hand-written recipe (uniform pruning + INT8) and its
-    slimmed, sensitivity-guided, heavier (60 and 70 %) and low-rank variants (each completed with the first
-    choice of the rest)."""
+    slimmed, sensitivity-guided, cheap-groups-only, heavier (60 and 70 %) and low-rank variants (each completed
+    with the first choice of the rest; slimmed ones only for models with batch norms)."""
     if space.onnx_only:
         point = {"quantize.mode": "static", "quantize.per_channel": True, "quantize.calibration": "minmax"}
         return [space.fill(point)]
     groups = [dim for dim in space.dimensions if dim.per == "layer_group"]
     int8 = {"quantize.mode": space.quantize_mode, "quantize.max_accuracy_drop": 0.003}
+    importances = next((d.choices for d in space.dimensions if d.name == "prune.importance"), ())
+    slim = "bn_scale" if "bn_scale" in importances else "l1"
 
     def pruned(ratios: dict[str, float], importance: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         point = {dim.name: snap(dim, ratios.get(dim.name, 0.5)) for dim in groups}
@@ -83,16 +98,23 @@ def starting_points(space: Space) -> list[dict[str, Any]]:
     def uniform(ratio: float) -> dict[str, float]:
         return {dim.name: ratio for dim in groups}
 
-    points = [pruned(uniform(0.5), "l1"), pruned(uniform(0.5), "bn_scale")]
+    points = [pruned(uniform(0.5), "l1"), pruned(uniform(0.5), slim)]
     if space.quantize_mode == "dynamic":  # an encoder's usual recipes: dynamic INT8 alone, unpruned, or static
         points[:0] = [pruned(uniform(0.0), "l1"), pruned(uniform(0.0), "l1", {"quantize.mode": "static"})]
     guided = guided_ratios(space, groups)
     if guided is not None:
-        points += [pruned(guided, "bn_scale"), pruned(guided, "l1")]
-    points += [pruned(uniform(0.6), "bn_scale"), pruned(uniform(0.7), "bn_scale")]
+        points += [pruned(guided, slim), pruned(guided, "l1")]
+    cheap = cheap_groups(space, groups)
+    for ratio in (0.25, 0.5) if cheap else ():
+        points.append(pruned({dim.name: ratio if dim.name in cheap else 0.0 for dim in groups}, "l1"))
+    points += [pruned(uniform(0.6), slim), pruned(uniform(0.7), slim)]
     lowrank = {"lowrank.method": LOWRANK_METHOD, "lowrank.rank": "ratio 0.5", ORDER: "after"}
     points.append(pruned(uniform(0.5), "l1", lowrank))
-    return points
+    unique: list[dict[str, Any]] = []
+    for point in points:
+        if point not in unique:
+            unique.append(point)
+    return unique
 
 
 def effective_candidate(candidate: dict[str, Any], figures: dict[str, Any]) -> dict[str, Any]:

@@ -123,13 +123,12 @@ def stage_dimensions(
     config_model: Any,
     layers: dict[str, list[Layer]],
     onnx_only: bool,
-    weighted_ops: set[str] | None = None,
+    op_types: set[str] | None = None,
 ) -> tuple[list[Dimension], dict[str, Layer]]:
     """The dimensions one stage's tags give (per-layer ones expanded over ``layers[per]``; a choice
-    that ``needs`` an op type only when ``weighted_ops``, the model's op types with constant weights,
-    has it, or when that is not known)."""
+    that ``needs`` an op type only when ``op_types`` (``model_op_types``) has it, or when that is not known)."""
     tags = {
-        name: offered(tag, weighted_ops)
+        name: offered(tag, op_types)
         for name, tag in search_tags(config_model).items()
         if tag.get("models") in (None, "onnx" if onnx_only else "torch")
     }
@@ -167,12 +166,27 @@ def stage_dimensions(
     return dims, per_layer
 
 
-def offered(tag: dict[str, Any], weighted_ops: set[str] | None) -> dict[str, Any]:
+def offered(tag: dict[str, Any], op_types: set[str] | None) -> dict[str, Any]:
     """``tag`` without the choices whose ``needs`` op type the model lacks."""
     needs = tag.get("needs") or {}
-    if weighted_ops is None or not needs:
+    if op_types is None or not needs:
         return tag
-    return dict(tag, choices=[c for c in tag["choices"] if c not in needs or needs[c] in weighted_ops])
+    return dict(tag, choices=[c for c in tag["choices"] if c not in needs or needs[c] in op_types])
+
+
+def model_op_types(bench: Any) -> set[str] | None:
+    """What a tag's ``needs`` is checked against: the baseline graph's op types with a constant weight,
+    and ``BatchNormalization`` when the torch model has batch norms (exporters may fold them into convs,
+    so the graph cannot say). None when there is no baseline graph to read."""
+    if bench.baseline_path is None:
+        return None
+    found = weighted_op_types(bench.baseline_path)
+    if bench.module is not None:
+        from torch import nn
+
+        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in bench.module.modules()):
+            found.add("BatchNormalization")
+    return found
 
 
 def weighted_op_types(path: Any) -> set[str]:
@@ -232,14 +246,14 @@ def space_from(
     runners: dict[str, Any],
     layers: dict[str, list[Layer]],
     onnx_only: bool,
-    weighted_ops: set[str] | None = None,
+    op_types: set[str] | None = None,
     quantize_mode: str = "static",
 ) -> Space:
     """The space of ``runners``' tags over ``layers`` (``{"layer_group": [...], "node": [...]}``)."""
     dimensions: list[Dimension] = []
     per_layer: dict[str, Layer] = {}
     for stage, config_model in runners.items():
-        dims, found = stage_dimensions(stage, config_model, layers, onnx_only, weighted_ops)
+        dims, found = stage_dimensions(stage, config_model, layers, onnx_only, op_types)
         dimensions += dims
         per_layer.update(found)
         switch = next((d for d in dims if d.stage == "lowrank" and d.choices[0] is None), None)
@@ -264,9 +278,8 @@ def build_space(bench: Any, analysis: dict[str, Any] | None = None) -> Space:
         layers["layer_group"] = group_layers(bench, analysis)
         layers["layer"] = conv_layers(bench, analysis)
     recipe_types = {stage.type for stage in bench.recipe.stages}
-    weighted = weighted_op_types(bench.baseline_path) if bench.baseline_path is not None else None
     mode = next((stage.mode for stage in bench.recipe.stages if stage.type == "quantize"), "static")
-    return space_from(searched_runners(recipe_types, onnx_only), layers, onnx_only, weighted, mode)
+    return space_from(searched_runners(recipe_types, onnx_only), layers, onnx_only, model_op_types(bench), mode)
 
 
 # -- from values to a candidate ------------------------------------------------------------------------

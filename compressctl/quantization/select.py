@@ -175,31 +175,96 @@ class Judge:
         return found
 
 
+SELECT_MEMORY = 1 << 30  # bytes of sessions one selection sitting may hold; more are timed in several, each with float
+
+
+def session_footprint(path: Path, split: Any, batch: int, provider: str, threads: int) -> int:
+    """Bytes one session of ``path`` adds to this process after two runs at ``batch`` (0 where RSS is unknown)."""
+    from compressctl.measure.latency import batch_feeds, make_session
+    from compressctl.memory import resident_bytes, trim
+
+    trim()
+    before = resident_bytes()
+    if before is None:
+        return 0
+    session = make_session(path, provider, threads, spinning=False)
+    feeds = batch_feeds(session.get_inputs(), split, batch)
+    for _ in range(2):
+        session.run(None, feeds)
+    after = resident_bytes() or before
+    del session, feeds
+    trim()
+    return max(0, after - before)
+
+
+def sitting_groups(names: list[str], footprint: int, budget: int = SELECT_MEMORY) -> list[list[str]]:
+    """``names`` (float not among them) in groups whose sessions fit ``budget`` beside float's; one group
+    when they all fit. ``footprint`` is float's session: quantized ones are no larger."""
+    per = len(names) if footprint * (len(names) + 1) <= budget else max(1, budget // max(footprint, 1) - 1)
+    return [names[i : i + per] for i in range(0, len(names), per)] or [[]]
+
+
+class Timing:
+    """The sitting (or, for models too large to hold every session at once, the sittings) of a selection."""
+
+    def __init__(self, results: list[Any], footprint: int) -> None:
+        self.results, self.footprint = results, footprint
+        self.speedups = {name: v for result in results for name, v in result.speedups.items()}
+
+    @property
+    def key(self) -> str:
+        return self.results[0].key
+
+    def to_dict(self) -> dict[str, Any]:
+        if len(self.results) == 1:
+            return self.results[0].to_dict()
+        groups = [result.to_dict() for result in self.results]
+        return {
+            **groups[0],
+            "models": [groups[0]["models"][0], *(m for g in groups for m in g["models"][1:])],
+            "seconds": round(sum(g["seconds"] for g in groups), 3),
+            "speedup": {k: v for g in groups for k, v in g["speedup"].items()},
+            "speedup_ci": {k: v for g in groups for k, v in g["speedup_ci"].items()},
+            "memory": f"sessions of {self.footprint / 2**20:.0f} MB each: {len(groups)} sittings, float in each",
+            "groups": groups,
+        }
+
+
 def time_candidates(
     usable: list[dict[str, Any]], judge: Any, batch: int, config: Any, provider: str, spec: Any
-) -> tuple[list[Candidate], Any]:
-    """Float and every candidate timed together in one sitting; returns the candidates and the sitting."""
+) -> tuple[list[Candidate], Timing]:
+    """Float and every candidate timed together in one sitting (in several, each with float, when their
+    sessions would hold more than ``SELECT_MEMORY``); returns the candidates and the timing."""
     from compressctl.measure.latency import batch_feeds, default_threads
     from compressctl.measure.sitting import Sitting, SittingSettings
     from compressctl.onnxio import onnx_files
 
-    settings = SittingSettings(
-        warmup=min(spec.warmup, 5),
-        min_rounds=config.select_repeat,
-        max_rounds=50 * config.select_repeat,
-        max_seconds=config.select_seconds,
-        target=spec.interval,
-        statistic=spec.statistic,
-    )
     models = {s["candidate"]: Path(s["path"]) for s in usable}
-    sitting = Sitting(models, provider=provider, threads=spec.threads or default_threads(), settings=settings)
-    feeds = {n: batch_feeds(session.get_inputs(), judge.split, batch) for n, session in sitting.sessions.items()}
-    result = sitting.time(feeds, batch)
-    del sitting
+    threads = spec.threads or default_threads()
+    reference, *others = models
+    footprint = session_footprint(models[reference], judge.split, batch, provider, threads)
+    groups = sitting_groups(others, footprint)
+    results = []
+    for group in groups:
+        settings = SittingSettings(
+            warmup=min(spec.warmup, 5),
+            min_rounds=config.select_repeat,
+            max_rounds=50 * config.select_repeat,
+            max_seconds=config.select_seconds / len(groups),
+            target=spec.interval,
+            statistic=spec.statistic,
+        )
+        sitting = Sitting(
+            {n: models[n] for n in (reference, *group)}, provider=provider, threads=threads, settings=settings
+        )
+        feeds = {n: batch_feeds(session.get_inputs(), judge.split, batch) for n, session in sitting.sessions.items()}
+        results.append(sitting.time(feeds, batch))
+        del sitting, feeds
+    timing = Timing(results, footprint)
     candidates = []
     for score in usable:
         name = score["candidate"]
-        point, low, high = result.speedups.get(name, (1.0, 1.0, 1.0))
+        point, low, high = timing.speedups.get(name, (1.0, 1.0, 1.0))
         size = sum(f.stat().st_size for f in onnx_files(Path(score["path"])))
         candidates.append(Candidate(name, score["judged_by"], score["cosine_mean"], point, (low, high), size))
         log.info(
@@ -212,4 +277,4 @@ def time_candidates(
             judge.figure,
             score["judged_by"],
         )
-    return candidates, result
+    return candidates, timing

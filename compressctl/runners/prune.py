@@ -66,7 +66,7 @@ class PruneConfig(StageConfig):
     importance: Literal[tuple(IMPORTANCES)] = Field(  # type: ignore[valid-type]
         "l1",
         description="structured: channel ranking (bn_scale pairs with train's sparsity_regularization).",
-        json_schema_extra=searched(choices=list(SEARCHED_IMPORTANCES)),
+        json_schema_extra=searched(choices=list(SEARCHED_IMPORTANCES), needs={"bn_scale": "BatchNormalization"}),
     )
     scope: Literal["global", "layer"] | None = Field(
         None,

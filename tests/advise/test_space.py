@@ -21,9 +21,13 @@ NODES = [Layer("layer1.conv1", "node", ["/layer1/conv1/Conv"], sensitivity=0.01)
 CONVS = [Layer("layer1.conv1", "conv", ["layer1.conv1"], [16, 16, 3, 3])]
 
 
-def torch_space(recipe_types: frozenset[str] = frozenset(), weighted_ops=frozenset({"Conv", "Gemm"}), mode="static"):
+def torch_space(
+    recipe_types: frozenset[str] = frozenset(),
+    op_types=frozenset({"Conv", "Gemm", "BatchNormalization"}),
+    mode="static",
+):
     layers = {"layer_group": GROUPS, "node": NODES, "layer": CONVS}
-    return space_from(searched_runners(set(recipe_types), False), layers, False, set(weighted_ops), mode)
+    return space_from(searched_runners(set(recipe_types), False), layers, False, set(op_types), mode)
 
 
 def dims(space) -> dict:
@@ -87,7 +91,7 @@ def test_values_become_the_candidate_keys_recipes_read():
 def test_encoders_search_dynamic_int8_and_int4_and_start_from_the_recipes_mode():
     from compressctl.advise.search import starting_points
 
-    space = torch_space(weighted_ops={"MatMul", "Gather"}, mode="dynamic")
+    space = torch_space(op_types={"MatMul", "Gather"}, mode="dynamic")
     found = dims(space)
     assert found["quantize.mode"].choices == (None, "static", "kmeans", "dynamic", "int4")
     assert found["quantize.max_accuracy_drop"].when[-1] == ("quantize.mode", ("static", "dynamic"))
@@ -105,7 +109,14 @@ def test_encoders_search_dynamic_int8_and_int4_and_start_from_the_recipes_mode()
     assert points[0]["quantize"] == "dynamic" and not any(points[0]["layer_amounts"].values())  # the hand recipe
     assert points[1]["quantize"] == "int8" and not any(points[1]["layer_amounts"].values())  # static, unpruned
     assert all(p["quantize"] == "dynamic" for p in points[2:])
-    assert torch_space(weighted_ops={"MatMul"}, mode="auto").quantize_mode == "static"  # not a searched mode
+    # no batch norms: no network slimming, and no starting point asks for it
+    assert "bn_scale" not in found["prune.importance"].choices
+    assert all(p.get("importance") == "l1" for p in points)
+    # the cheap groups alone (here the stem: not sensitive), the sensitive one kept whole
+    cheap = [p["layer_amounts"] for p in points if not p["layer_amounts"]["layer1.conv1"]]
+    assert [a["stem.0"] for a in cheap if a["stem.0"]] == [0.25, 0.5]
+    assert len(points) == len({repr(p) for p in points})  # no point twice
+    assert torch_space(op_types={"MatMul"}, mode="auto").quantize_mode == "static"  # not a searched mode
     assert starting_points(torch_space())[0]["quantize.mode"] == "static"
 
 

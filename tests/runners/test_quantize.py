@@ -55,6 +55,60 @@ def test_static_int8_keeps_measured_format_selection(tmp_path: Path) -> None:
         assert low <= candidate["speedup"] <= high
 
 
+def test_candidates_too_large_to_hold_at_once_are_timed_in_several_sittings_each_with_float(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """YOLOv8n at 1024², batch 8: float and three INT8 sessions in one sitting took the run to 4.2 GB."""
+    from compressctl.quantization import select
+
+    # a tiny model's session adds nothing measurable (test_session_footprint measures a large one): say every
+    # session is too large to hold two at once, so each candidate sits with float alone
+    monkeypatch.setattr(select, "session_footprint", lambda *args: select.SELECT_MEMORY)
+    quantize = {"type": "quantize", "mode": "static", "calibration": {"samples": 64}, "select_repeat": 3}
+    quantize["bias_correction"] = "never"
+    stages = [{"type": "train", "epochs": 1, "lr": 0.01}, {"type": "export", "dynamo": False}, quantize]
+    details = stage_details(run(tmp_path, tiny_recipe(stages=stages)))
+    timed = [c["candidate"] for c in details["candidates"] if c["candidate"] != "float"]
+    groups = details["sitting"]["groups"]
+    assert [g["models"] for g in groups] == [["float", name] for name in timed]
+    assert set(details["sitting"]["speedup"]) == set(timed) and "sittings" in details["sitting"]["memory"]
+    for candidate in details["candidates"][1:]:
+        low, high = candidate["speedup_ci"]
+        assert low <= candidate["speedup"] <= high and high > 0
+
+
+def test_session_footprint_counts_what_a_session_holds_after_running(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    from compressctl.data import Split
+    from compressctl.quantization.select import session_footprint
+
+    # a 1×1 conv to 32 channels at 512²: a 32 MB output, and ONNX Runtime's arena holds it after a run
+    weight = numpy_helper.from_array(np.ones((32, 1, 1, 1), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"])],
+        "wide",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 512, 512])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 32, 512, 512])],
+        [weight],
+    )
+    path = tmp_path / "wide.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    split = Split([np.zeros((2, 1, 512, 512), np.float32)], np.zeros(2, np.int64))
+    footprint = session_footprint(path, split, 1, "CPUExecutionProvider", 1)
+    assert 24 * 2**20 < footprint < 512 * 2**20
+
+
+def test_sitting_groups_hold_every_candidate_once_within_the_budget() -> None:
+    from compressctl.quantization.select import sitting_groups
+
+    names = ["a", "b", "c", "d", "e"]
+    assert sitting_groups(names, 0, budget=100) == [names]  # footprint unknown: one sitting
+    assert sitting_groups(names, 10, budget=100) == [names]  # all six sessions fit
+    assert sitting_groups(names, 30, budget=100) == [["a", "b"], ["c", "d"], ["e"]]  # float + 2 per sitting
+    assert sitting_groups(names, 300, budget=100) == [[n] for n in names]  # float + 1, however large
+
+
 @pytest.fixture(scope="module")
 def outlier_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A trained digits CNN with one activation channel scaled ×2000 and the next conv scaled back.
