@@ -25,7 +25,17 @@ QUANT_TYPES = {"uint8": "QUInt8", "int8": "QInt8"}
 CALIBRATION_INPUT_BUDGET = 4 * 1024 * 1024  # bytes of input per calibration batch (activations are ~1000× that)
 PER_CHANNEL_OPSET = 13  # per-channel DequantizeLinear (axis) needs opset 13
 #: What a candidate is made with (its score in the report holds them too).
-SETTING_KEYS = ("mode", "format", "activation", "weight", "graph", "calibration", "reduce_range", "bias_correction")
+SETTING_KEYS = (
+    "mode",
+    "format",
+    "activation",
+    "weight",
+    "graph",
+    "calibration",
+    "reduce_range",
+    "bias_correction",
+    "smooth",
+)
 
 
 class CalibrationReader:
@@ -143,6 +153,7 @@ def quiet_root_logger() -> Iterator[None]:
 
 
 # Outputs of contrib ops (a fused Attention, SkipLayerNormalization) have no inferred type; they are float.
+SMOOTH_ALPHA = 0.75  # see quantization.smooth
 FLOAT_DEFAULT = {"DefaultTensorType": 1}  # onnx.TensorProto.FLOAT
 
 
@@ -177,6 +188,8 @@ def quantize_candidate(
     }
     with quiet_root_logger():
         if setting.get("mode", config.mode) == "dynamic":
+            if setting.get("smooth"):
+                source = smoothed(source, target, reader, setting["smooth"], external)
             quantize_dynamic(
                 str(source), str(target), extra_options={"MatMulConstBOnly": True, **FLOAT_DEFAULT}, **common
             )
@@ -244,6 +257,17 @@ def non_float32_nodes(source: Path) -> list[str]:
     return [n.name for n in model.graph.node if n.name and any(types.get(i) in odd for i in n.input)]
 
 
+def smoothed(source: Path, target: Path, reader: Any, alpha: float, external: bool) -> Path:
+    """``source`` with SmoothQuant's scales (``quantization.smooth``), beside ``target``."""
+    from compressctl.quantization.smooth import smooth
+
+    if reader is None or external:
+        raise ValueError("SmoothQuant needs calibration batches and a model without external data")
+    path = target.with_name(target.stem + "-smoothed.onnx")
+    smooth(source, path, reader, alpha)
+    return path
+
+
 def candidate_settings(config: Any, transformer: bool = False, fused: bool = False) -> list[dict[str, Any]]:
     """The (mode, format, activation, weight, graph) combinations to try.
 
@@ -251,7 +275,10 @@ def candidate_settings(config: Any, transformer: bool = False, fused: bool = Fal
     too: there ``quantize_dynamic`` turns fused attention into QAttention, which
     static quantization cannot. When the graph was fused, dynamic INT8 is tried
     on the unfused graph as well (``graph: plain``): on some CPUs QAttention is
-    slower than quantized MatMuls around float attention.
+    slower than quantized MatMuls around float attention. ``mode: auto`` on a
+    transformer also tries dynamic INT8 after SmoothQuant (``smooth``: its
+    alpha), on the unfused graph: it evens out the activation outliers that
+    per-tensor activation scales cannot cover.
     """
     from compressctl.quantization.calibration import plain_calibration
 
@@ -277,12 +304,16 @@ def candidate_settings(config: Any, transformer: bool = False, fused: bool = Fal
             for g in graphs
             for w in weights
         ]
+        if config.mode == "auto" and "int8" in weights:  # SmoothQuant reads the batches static INT8 calibrates on
+            smooth = {"mode": "dynamic", "format": "qoperator", "activation": "uint8", "weight": "int8"}
+            found.append({**smooth, "graph": graphs[-1], "smooth": SMOOTH_ALPHA})
     return [{"graph": "fused", **s, "reduce_range": reduces_range(config.reduce_range, s)} for s in found]
 
 
 def candidate_label(setting: dict[str, Any]) -> str:
     if setting["mode"] == "dynamic":
-        return f"dynamic_w{setting['weight']}" + ("_unfused" if setting.get("graph") == "plain" else "")
+        label = f"dynamic_w{setting['weight']}" + ("_unfused" if setting.get("graph") == "plain" else "")
+        return label + ("_smooth" if setting.get("smooth") else "")
     label = f"{setting['format']}_a{setting['activation']}_w{setting['weight']}"
     if setting.get("calibration", "minmax") != "minmax":
         label += f"+{setting['calibration']}"
