@@ -348,7 +348,8 @@ class QuantizeRunner(Runner):
                     config.fidelity_tolerance,
                 )
                 if context.details["fallback"]["met"]:
-                    usable = [s for s in usable if not is_quantized(s)] + [{**chosen, **judge(chosen["path"])}]
+                    keep = [s for s in usable if not is_quantized(s) or s["candidate"] == pick.name]  # the pick too
+                    usable = [*keep, {**chosen, **judge(chosen["path"])}]
                     candidates, sitting = time_candidates(usable, judge, batch, config, provider, context.report)
                     figures.update({c.name: c for c in candidates})
                     pick, reason = choose(candidates, config.fidelity_tolerance, config.prefer)
