@@ -18,6 +18,7 @@ constraints.
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -69,8 +70,6 @@ def guided_ratios(space: Space, groups: list[Dimension]) -> dict[str, float] | N
 def cheap_groups(space: Space, groups: list[Dimension]) -> set[str]:
     """The groups no more sensitive than the median when some group is more sensitive (an encoder's
     FFNs beside its residual width); empty without a sensitivity analysis."""
-    import statistics
-
     sensitivity = {dim.name: space.layers[dim.name].sensitivity for dim in groups}
     if len(sensitivity) < 2 or not any(sensitivity.values()):
         return set()

@@ -153,7 +153,6 @@ def quiet_root_logger() -> Iterator[None]:
 
 
 # Outputs of contrib ops (a fused Attention, SkipLayerNormalization) have no inferred type; they are float.
-SMOOTH_ALPHA = 0.75  # see quantization.smooth
 FLOAT_DEFAULT = {"DefaultTensorType": 1}  # onnx.TensorProto.FLOAT
 
 
@@ -189,7 +188,11 @@ def quantize_candidate(
     with quiet_root_logger():
         if setting.get("mode", config.mode) == "dynamic":
             if setting.get("smooth"):
-                source = smoothed(source, target, reader, setting["smooth"], external)
+                from compressctl.quantization.smooth import smooth
+
+                smoothed = target.with_name(target.stem + "-smoothed.onnx")
+                smooth(source, smoothed, reader, setting["smooth"])
+                source = smoothed
             quantize_dynamic(
                 str(source), str(target), extra_options={"MatMulConstBOnly": True, **FLOAT_DEFAULT}, **common
             )
@@ -257,17 +260,6 @@ def non_float32_nodes(source: Path) -> list[str]:
     return [n.name for n in model.graph.node if n.name and any(types.get(i) in odd for i in n.input)]
 
 
-def smoothed(source: Path, target: Path, reader: Any, alpha: float, external: bool) -> Path:
-    """``source`` with SmoothQuant's scales (``quantization.smooth``), beside ``target``."""
-    from compressctl.quantization.smooth import smooth
-
-    if reader is None or external:
-        raise ValueError("SmoothQuant needs calibration batches and a model without external data")
-    path = target.with_name(target.stem + "-smoothed.onnx")
-    smooth(source, path, reader, alpha)
-    return path
-
-
 def candidate_settings(config: Any, transformer: bool = False, fused: bool = False) -> list[dict[str, Any]]:
     """The (mode, format, activation, weight, graph) combinations to try.
 
@@ -281,6 +273,7 @@ def candidate_settings(config: Any, transformer: bool = False, fused: bool = Fal
     per-tensor activation scales cannot cover.
     """
     from compressctl.quantization.calibration import plain_calibration
+    from compressctl.quantization.smooth import ALPHA
 
     found: list[dict[str, Any]] = []
     plain = plain_calibration(config)
@@ -306,7 +299,7 @@ def candidate_settings(config: Any, transformer: bool = False, fused: bool = Fal
         ]
         if config.mode == "auto" and "int8" in weights:  # SmoothQuant reads the batches static INT8 calibrates on
             smooth = {"mode": "dynamic", "format": "qoperator", "activation": "uint8", "weight": "int8"}
-            found.append({**smooth, "graph": graphs[-1], "smooth": SMOOTH_ALPHA})
+            found.append({**smooth, "graph": graphs[-1], "smooth": ALPHA})
     return [{"graph": "fused", **s, "reduce_range": reduces_range(config.reduce_range, s)} for s in found]
 
 

@@ -45,12 +45,13 @@ def channel_maxima(model: Any, names: list[str], reader: Any, work: Path) -> dic
 
     from compressctl.measure.latency import make_session
 
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    known = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in known)
+    outputs = model.graph.output  # the probe is the model with these tensors as outputs too (no copy)
+    count = len(outputs)
+    known = {o.name for o in outputs}
+    outputs.extend(onnx.ValueInfoProto(name=n) for n in names if n not in known)
     path = work / "smooth-probe.onnx"
-    onnx.save(probe, str(path))
+    onnx.save(model, str(path))
+    del outputs[count:]
     session = make_session(path, spinning=False)
     maxima: dict[str, np.ndarray] = {}
     reader.rewind()
@@ -70,6 +71,10 @@ def smooth(source: Path, target: Path, reader: Any, alpha: float = ALPHA) -> int
     from onnx import helper, numpy_helper
 
     from compressctl.onnxio import load_onnx
+    from compressctl.quantization.int8 import uses_external_data
+
+    if reader is None or uses_external_data(source):
+        raise ValueError("SmoothQuant needs calibration batches and a model without external data")
 
     model = load_onnx(source)
     graph = model.graph
