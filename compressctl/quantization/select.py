@@ -75,6 +75,14 @@ def is_quantized(score: dict[str, Any]) -> bool:
     return score["candidate"] not in (FLOAT, FUSED_FLOAT)
 
 
+def retimed_after_repair(usable: list[dict[str, Any]], pick: str, repaired: dict[str, Any]) -> list[dict[str, Any]]:
+    """What a repaired candidate is timed against: the float models and the faithful pick it would
+    replace (a repair that is not faster than that pick must not win by its absence), not the other
+    quantized candidates, whose unrepaired forms failed or lost."""
+    kept = [s for s in usable if not is_quantized(s) or s["candidate"] == pick]
+    return [*kept, repaired]
+
+
 def repairable(candidates: list[Candidate], pick: Candidate, tolerance: float) -> Candidate | None:
     """The fastest quantized candidate when it is clearly faster than the pick but not faithful, else None."""
     best = max(c.fidelity for c in candidates)

@@ -34,6 +34,7 @@ from compressctl.quantization.select import (
     judged_by,
     no_gain_line,
     repairable,
+    retimed_after_repair,
     time_candidates,
 )
 from compressctl.runners.base import Runner, StageConfig, searched
@@ -348,8 +349,7 @@ class QuantizeRunner(Runner):
                     config.fidelity_tolerance,
                 )
                 if context.details["fallback"]["met"]:
-                    keep = [s for s in usable if not is_quantized(s) or s["candidate"] == pick.name]  # the pick too
-                    usable = [*keep, {**chosen, **judge(chosen["path"])}]
+                    usable = retimed_after_repair(usable, pick.name, {**chosen, **judge(chosen["path"])})
                     candidates, sitting = time_candidates(usable, judge, batch, config, provider, context.report)
                     figures.update({c.name: c for c in candidates})
                     pick, reason = choose(candidates, config.fidelity_tolerance, config.prefer)
