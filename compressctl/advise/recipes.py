@@ -133,9 +133,29 @@ def lowrank_rule(candidate: dict[str, Any]) -> dict[str, float] | None:
 # -- the stages of a candidate ----------------------------------------------------------------------
 
 
+def finetune_templates(recipe: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The recipe's first ``finetune`` stage with L1 on the BatchNorm scales (the slimming template) and
+    its first without (the recovery template); None where it lists no such stage."""
+    slimming = recovery = None
+    for stage in recipe.stages:
+        if stage.type != "finetune":
+            continue
+        fields = stage.model_dump(mode="json", exclude_unset=True)
+        if fields.get("sparsity_regularization"):
+            slimming = slimming or fields
+        else:
+            recovery = recovery or fields
+    return slimming, recovery
+
+
 def slimming_stage(recipe: Any) -> dict[str, Any]:
-    """The recipe's fine-tuning, with L1 on the BatchNorm scales (network slimming)."""
-    return dict(stage_template(recipe, "finetune", DEFAULT_FINETUNE), sparsity_regularization=SLIMMING_PENALTY)
+    """The network-slimming fine-tuning: the recipe's ``finetune`` stage that sets
+    ``sparsity_regularization`` when it lists one (its own epochs and penalty), else its plain
+    ``finetune`` stage with ``SLIMMING_PENALTY``."""
+    slimming, recovery = finetune_templates(recipe)
+    if slimming is not None:
+        return slimming
+    return dict(recovery or dict(DEFAULT_FINETUNE, type="finetune"), sparsity_regularization=SLIMMING_PENALTY)
 
 
 def prune_stage(candidate: dict[str, Any], round_to: int | None) -> dict[str, Any]:
@@ -224,10 +244,16 @@ def torch_stages(
 def recovery_stage(recipe: Any) -> dict[str, Any]:
     """What recovers a candidate's accuracy: the recipe's ``distill`` stage when it lists one (from the
     baseline, its default teacher: what a model judged by fidelity to the baseline should learn), else
-    its ``finetune`` stage (on the labels)."""
+    its plain ``finetune`` stage (on the labels; the slimming one without its penalty if it lists no
+    other)."""
     if any(stage.type == "distill" for stage in recipe.stages):
         return stage_template(recipe, "distill", {})
-    return stage_template(recipe, "finetune", DEFAULT_FINETUNE)
+    slimming, recovery = finetune_templates(recipe)
+    if recovery is not None:
+        return recovery
+    if slimming is not None:
+        return {k: v for k, v in slimming.items() if k != "sparsity_regularization"}
+    return dict(DEFAULT_FINETUNE, type="finetune")
 
 
 def candidate_recipe(

@@ -6,7 +6,7 @@ import pytest
 
 from compressctl.advise.budget import Budget
 from compressctl.advise.recipes import SLIMMING_PENALTY, candidate_recipe, quantize_stage
-from tests.advise.test_advisor import advise_recipe_path
+from tests.advise.test_advisor import ADVISE_STAGES, REPORT, advise_recipe_path
 
 HALF = {"0": 0.5, "3": 0.5, "7": 0.0}
 
@@ -35,6 +35,39 @@ def test_network_slimming_fine_tunes_with_l1_on_bn_scales_before_pruning_by_them
     assert stages[1]["sparsity_regularization"] == SLIMMING_PENALTY
     assert stages[2]["importance"] == "bn_scale" and stages[2]["layer_amounts"] == {"0": 0.5, "3": 0.5}
     assert "sparsity_regularization" not in stages[3]  # the recovery fine-tuning is the recipe's own
+
+
+def test_a_recipe_may_give_slimming_and_recovery_fine_tunings_of_their_own(tmp_path):
+    # digits-resnet-advise: slimming 10 epochs (20 left uniform 70 % at 79 % after the proxies' 2), recovery 20
+    from compressctl.advise.finalists import shared_finetune_seconds
+    from compressctl.advise.recipes import recovery_stage, slimming_stage
+    from compressctl.recipe import load_recipe
+    from tests.conftest import tiny_recipe, write_recipe
+
+    slimming = {"type": "finetune", "epochs": 3, "lr": 0.01, "sparsity_regularization": 0.002}
+    recovery = {"type": "finetune", "epochs": 7, "lr": 0.005}
+    stages = [ADVISE_STAGES[0], slimming, recovery, *ADVISE_STAGES[2:]]
+    both = load_recipe(write_recipe(tmp_path, tiny_recipe(stages=stages, report=REPORT), "both.yaml"))
+    assert slimming_stage(both) == slimming and recovery_stage(both) == recovery
+    data = candidate_recipe(both, {"layer_amounts": HALF, "importance": "bn_scale"}, Budget(), 1, round_to=8)
+    assert [(s["type"], s.get("epochs")) for s in data["stages"][:4]] == [
+        ("train", 2),
+        ("finetune", 3),
+        ("prune", None),
+        ("finetune", 7),
+    ]
+    assert data["stages"][1]["sparsity_regularization"] == 0.002 and "sparsity_regularization" not in data["stages"][3]
+    trained = {"stages": [{"type": "train", "seconds": 10.0}]}
+    assert shared_finetune_seconds(trained, both) == 10.0 * 3 / 2  # the slimming's epochs, not the recovery's
+    # only the slimming one listed: the recovery is it without its penalty
+    alone = load_recipe(
+        write_recipe(tmp_path, tiny_recipe(stages=[ADVISE_STAGES[0], slimming], report=REPORT), "a.yaml")
+    )
+    assert recovery_stage(alone) == {"type": "finetune", "epochs": 3, "lr": 0.01}
+    # only a plain one: both come from it, the slimming with the default penalty
+    plain = load_recipe(write_recipe(tmp_path, tiny_recipe(stages=ADVISE_STAGES, report=REPORT), "p.yaml"))
+    assert slimming_stage(plain) == dict(ADVISE_STAGES[1], sparsity_regularization=SLIMMING_PENALTY)
+    assert recovery_stage(plain) == ADVISE_STAGES[1]
 
 
 @pytest.mark.parametrize(("order", "expected"), [("before", ["lowrank", "prune"]), ("after", ["prune", "lowrank"])])

@@ -167,4 +167,8 @@ def test_a_repaired_candidate_is_timed_against_the_faithful_pick_it_would_replac
     assert [s["candidate"] for s in timed] == [FLOAT, FUSED_FLOAT, "dynamic_wint8_unfused_smooth", "dynamic_wint8"]
     assert timed[-1] is repaired  # the repaired form, not the unfaithful one it came from
     # a float pick adds nothing: float is timed anyway
-    assert [s["candidate"] for s in retimed_after_repair(usable, FLOAT, repaired)] == [FLOAT, FUSED_FLOAT, "dynamic_wint8"]
+    assert [s["candidate"] for s in retimed_after_repair(usable, FLOAT, repaired)] == [
+        FLOAT,
+        FUSED_FLOAT,
+        "dynamic_wint8",
+    ]
