@@ -200,13 +200,15 @@ def finalist_seconds(bench: Any) -> float:
 def shared_finetune_seconds(base_report: dict[str, Any], recipe: Any) -> float:
     """About how long the finalists' one shared full-width fine-tuning (network slimming, run once and
     cached) takes: the baseline's training time, scaled by the slimming template's epochs."""
-    from compressctl.advise.recipes import DEFAULT_FINETUNE, slimming_stage
+    from compressctl.advise.recipes import slimming_stage
+    from compressctl.runners.train import FinetuneConfig
 
     train = next((s for s in recipe.stages if s.type == "train"), None)
     trained = next((s for s in base_report["stages"] if s["type"] == "train"), None)
     if trained is None or train is None:
         return 0.0
-    return trained["seconds"] * slimming_stage(recipe).get("epochs", DEFAULT_FINETUNE["epochs"]) / max(1, train.epochs)
+    epochs = FinetuneConfig.model_validate(slimming_stage(recipe)).epochs  # the stage's default where unset
+    return trained["seconds"] * epochs / max(1, train.epochs)
 
 
 def brief_report(data: dict[str, Any], batch_size: int) -> dict[str, Any]:

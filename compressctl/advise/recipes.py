@@ -133,9 +133,11 @@ def lowrank_rule(candidate: dict[str, Any]) -> dict[str, float] | None:
 # -- the stages of a candidate ----------------------------------------------------------------------
 
 
-def finetune_templates(recipe: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """The recipe's first ``finetune`` stage with L1 on the BatchNorm scales (the slimming template) and
-    its first without (the recovery template); None where it lists no such stage."""
+def finetune_templates(recipe: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The slimming and the recovery fine-tuning: the recipe's first ``finetune`` stage with L1 on the
+    BatchNorm scales and its first without. Where it lists only one, the other is made from it (the
+    slimming adds ``SLIMMING_PENALTY``, the recovery drops the penalty); where none, from
+    ``DEFAULT_FINETUNE``."""
     slimming = recovery = None
     for stage in recipe.stages:
         if stage.type != "finetune":
@@ -145,17 +147,15 @@ def finetune_templates(recipe: Any) -> tuple[dict[str, Any] | None, dict[str, An
             slimming = slimming or fields
         else:
             recovery = recovery or fields
-    return slimming, recovery
+    if recovery is None:
+        plain = {k: v for k, v in (slimming or {}).items() if k != "sparsity_regularization"}
+        recovery = plain or dict(DEFAULT_FINETUNE, type="finetune")
+    return slimming or dict(recovery, sparsity_regularization=SLIMMING_PENALTY), recovery
 
 
 def slimming_stage(recipe: Any) -> dict[str, Any]:
-    """The network-slimming fine-tuning: the recipe's ``finetune`` stage that sets
-    ``sparsity_regularization`` when it lists one (its own epochs and penalty), else its plain
-    ``finetune`` stage with ``SLIMMING_PENALTY``."""
-    slimming, recovery = finetune_templates(recipe)
-    if slimming is not None:
-        return slimming
-    return dict(recovery or dict(DEFAULT_FINETUNE, type="finetune"), sparsity_regularization=SLIMMING_PENALTY)
+    """The network-slimming fine-tuning (``finetune_templates``)."""
+    return finetune_templates(recipe)[0]
 
 
 def prune_stage(candidate: dict[str, Any], round_to: int | None) -> dict[str, Any]:
@@ -248,12 +248,7 @@ def recovery_stage(recipe: Any) -> dict[str, Any]:
     other)."""
     if any(stage.type == "distill" for stage in recipe.stages):
         return stage_template(recipe, "distill", {})
-    slimming, recovery = finetune_templates(recipe)
-    if recovery is not None:
-        return recovery
-    if slimming is not None:
-        return {k: v for k, v in slimming.items() if k != "sparsity_regularization"}
-    return dict(DEFAULT_FINETUNE, type="finetune")
+    return finetune_templates(recipe)[1]
 
 
 def candidate_recipe(
