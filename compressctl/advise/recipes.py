@@ -5,6 +5,8 @@ A candidate is a plain dict chosen by the search:
 * ``layer_amounts`` ({pattern: ratio}) and ``importance`` (``l1``, ``l2``, ``bn_scale``):
   structured pruning; ``bn_scale`` is network slimming, a fine-tuning with L1
   on the BatchNorm scales before the channels are ranked by them;
+* ``reconstruct`` (``least_squares``): the pruned Linear layers re-solved on calibration
+  data; with ``recovery: none`` no recovery training follows;
 * ``lowrank`` ({"ratio": r} or {"energy": e}) and ``lowrank_order`` (``before``
   or ``after`` pruning): Tucker-2 on the convs, where it lowers their MACs;
 * ``quantize`` (``float``, ``int8`` (static), ``dynamic`` (INT8), ``kmeans``,
@@ -166,6 +168,8 @@ def prune_stage(candidate: dict[str, Any], round_to: int | None) -> dict[str, An
         "importance": candidate.get("importance", "l1"),
         "layer_amounts": prune_amounts(candidate),
     }
+    if candidate.get("reconstruct"):
+        prune["reconstruct"] = candidate["reconstruct"]
     if round_to:
         prune["round_to"] = round_to
     return prune
@@ -233,7 +237,8 @@ def torch_stages(
         stages.append(lowrank_stage(rule))
     plugins = plugin_stages(recipe, candidate)
     stages += plugins
-    if amounts or rule is not None or plugins:
+    trained = candidate.get("recovery") != "none" or rule is not None or plugins
+    if (amounts or rule is not None or plugins) and trained:
         recovery = recovery_stage(recipe)
         if finetune_epochs is not None:
             recovery["epochs"] = finetune_epochs

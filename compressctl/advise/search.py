@@ -2,7 +2,8 @@
 
 The space comes from the runners' search tags (``compressctl.advise.space``):
 a pruning ratio per Torch-Pruning layer group and the channel ranking (l1, l2,
-or bn_scale after network slimming), Tucker-2 low-rank ranks (none, a ratio or
+or bn_scale after network slimming), least-squares reconstruction of pruned
+Linear layers with or without the recovery training after it, Tucker-2 low-rank ranks (none, a ratio or
 an energy) placed before or after pruning, the quantization (float, static INT8
 with or without the accuracy-aware float fallback and with the nodes INT8 hurts
 most kept float or not, k-means at 4 or 8 bits), and any tagged option of a
@@ -26,7 +27,7 @@ from typing import Any
 
 from compressctl.advise.budget import Budget
 from compressctl.advise.recipes import LOWRANK_METHOD, lowrank_rule, prune_amounts, quantization, slims
-from compressctl.advise.space import ORDER, Dimension, Space
+from compressctl.advise.space import ORDER, RECOVERY, Dimension, Space
 from compressctl.advise.strategies import objectives
 
 log = logging.getLogger("compressctl")
@@ -80,8 +81,9 @@ def cheap_groups(space: Space, groups: list[Dimension]) -> set[str]:
 
 def starting_points(space: Space) -> list[dict[str, Any]]:
     """Values proposed first, by every strategy: the usual hand-written recipe (uniform pruning + INT8) and its
-    slimmed, sensitivity-guided, cheap-groups-only, heavier (60 and 70 %) and low-rank variants (each completed
-    with the first choice of the rest; slimmed ones only for models with batch norms)."""
+    slimmed, sensitivity-guided, cheap-groups-only, least-squares-reconstructed (25 and 50 %, no training), heavier
+    (60 and 70 %) and low-rank variants (each completed with the first choice of the rest; slimmed ones only for
+    models with batch norms, reconstructed ones for models whose groups hold Linear layers)."""
     if space.onnx_only:
         point = {"quantize.mode": "static", "quantize.per_channel": True, "quantize.calibration": "minmax"}
         return [space.fill(point)]
@@ -106,6 +108,11 @@ def starting_points(space: Space) -> list[dict[str, Any]]:
     cheap = cheap_groups(space, groups)
     for ratio in (0.25, 0.5) if cheap else ():
         points.append(pruned({dim.name: ratio if dim.name in cheap else 0.0 for dim in groups}, "l1"))
+    if any(dim.name == "prune.reconstruct" for dim in space.dimensions):  # re-solved, with no training after
+        solved = {"prune.reconstruct": "least_squares", RECOVERY: "none"}
+        narrowed = cheap or {dim.name for dim in groups}
+        for ratio in (0.25, 0.5):
+            points.append(pruned({dim.name: ratio if dim.name in narrowed else 0.0 for dim in groups}, "l1", solved))
     points += [pruned(uniform(0.6), slim), pruned(uniform(0.7), slim)]
     lowrank = {"lowrank.method": LOWRANK_METHOD, "lowrank.rank": "ratio 0.5", ORDER: "after"}
     points.append(pruned(uniform(0.5), "l1", lowrank))
@@ -258,7 +265,10 @@ def describe_candidate(candidate: dict[str, Any]) -> str:
         parts.append(
             "prune "
             + " ".join(f"{k.removesuffix('.*')}={v:.2f}" for k, v in (candidate.get("layer_amounts") or {}).items())
-            + f" ({importance}{', after network slimming' if slims(candidate) else ''})"
+            + f" ({importance}{', after network slimming' if slims(candidate) else ''}"
+            + (", least-squares reconstruction" if candidate.get("reconstruct") else "")
+            + (", no recovery training" if candidate.get("recovery") == "none" else "")
+            + ")"
         )
     rule = lowrank_rule(candidate)
     if rule is not None:

@@ -8,6 +8,9 @@ becomes one dimension of the space, or one per layer with ``per``:
   channels, so they share one ratio);
 * ``lowrank.layer_ratios`` (``per: layer``): a rank ratio (or the stage's rule)
   for each conv larger than 1×1;
+* ``prune.reconstruct``: least-squares re-solving of the narrowed Linear layers, for
+  models whose groups hold Linear layers (with ``advise.recovery``: the recipe's
+  recovery training after it, or none);
 * ``quantize.exclude_nodes`` (``per: node``): float or INT8 for each of the
   ``MAX_FLOAT_NODES`` nodes that INT8 hurts most in the sensitivity analysis;
 * any other tagged field: one dimension (``prune.importance``, ``quantize.mode``,
@@ -33,6 +36,8 @@ from typing import Any
 from compressctl.advise.layers import Layer
 
 ORDER = "advise.lowrank_order"  # not a runner option: low-rank before or after pruning (the stage order)
+# not a runner option: after a least-squares reconstruction, the recipe's recovery training ("train") or none
+RECOVERY = "advise.recovery"
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,8 @@ def stage_dimensions(
         for name, tag in search_tags(config_model).items()
         if tag.get("models") in (None, "onnx" if onnx_only else "torch")
     }
+    # a choice the model cannot use left one: the field keeps its default, as for a runner without the tag
+    tags = {name: tag for name, tag in tags.items() if not tag.get("needs") or len(tag["choices"]) > 1}
     # the switch (an optional field: None leaves the stage out) comes first; the others depend on it
     switch = next((n for n, t in tags.items() if t.get("optional") and not onnx_only), None)
     dims: list[Dimension] = []
@@ -263,6 +270,11 @@ def space_from(
                     ORDER, "advise", "lowrank_order", ("after", "before"), when=((switch.name, switch.choices[1:]),)
                 )
             )
+    reconstruct = next((d for d in dimensions if d.name == "prune.reconstruct"), None)
+    if reconstruct is not None:  # solved weights may need no training at all
+        dimensions.append(
+            Dimension(RECOVERY, "advise", "recovery", ("train", "none"), when=((reconstruct.name, ("least_squares",)),))
+        )
     modes = next((d.choices for d in dimensions if d.name == "quantize.mode"), ())
     return Space(dimensions, per_layer, onnx_only, quantize_mode if quantize_mode in modes else "static")
 
@@ -279,7 +291,18 @@ def build_space(bench: Any, analysis: dict[str, Any] | None = None) -> Space:
         layers["layer"] = conv_layers(bench, analysis)
     recipe_types = {stage.type for stage in bench.recipe.stages}
     mode = next((stage.mode for stage in bench.recipe.stages if stage.type == "quantize"), "static")
-    return space_from(searched_runners(recipe_types, onnx_only), layers, onnx_only, model_op_types(bench), mode)
+    op_types = model_op_types(bench)
+    if op_types is not None and not onnx_only and linear_groups(bench, layers["layer_group"]):
+        op_types.add("Linear")
+    return space_from(searched_runners(recipe_types, onnx_only), layers, onnx_only, op_types, mode)
+
+
+def linear_groups(bench: Any, groups: list[Layer]) -> bool:
+    """Whether some prunable group narrows a Linear layer (what ``prune.reconstruct`` re-solves)."""
+    from torch import nn
+
+    modules = dict(bench.module.named_modules())
+    return any(isinstance(modules.get(member), nn.Linear) for group in groups for member in group.members)
 
 
 # -- from values to a candidate ------------------------------------------------------------------------
@@ -318,6 +341,9 @@ def to_candidate(space: Space, values: dict[str, Any]) -> dict[str, Any]:
     if "layer_amounts" in prune:
         candidate["layer_amounts"] = prune["layer_amounts"]
         candidate["importance"] = prune.get("importance", "l1")
+        if prune.get("reconstruct", "none") != "none" and any(v > 0 for v in prune["layer_amounts"].values()):
+            candidate["reconstruct"] = prune["reconstruct"]
+            candidate["recovery"] = stages.get("advise", {}).get("recovery", "train")
     lowrank = stages.pop("lowrank", {})
     if lowrank.get("method"):
         candidate["lowrank"] = {k: lowrank[k] for k in ("ratio", "energy", "layer_ratios") if lowrank.get(k)}

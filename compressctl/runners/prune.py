@@ -98,6 +98,17 @@ class PruneConfig(StageConfig):
             "query/key/value layers (Hugging Face style); 0 keeps every head and narrows them with the channels."
         ),
     )
+    reconstruct: Literal["none", "least_squares"] = Field(
+        "none",
+        description=(
+            "structured: least_squares re-solves each narrowed Linear layer's weights on calibration data so "
+            "its outputs match the unpruned model's (no training; convolutions keep their pruned weights)."
+        ),
+        json_schema_extra=searched(choices=["none", "least_squares"], needs={"least_squares": "Linear"}),
+    )
+    reconstruct_samples: int = Field(
+        256, gt=0, le=100_000, description="least_squares: calibration samples the layers are solved on."
+    )
     n: int = Field(2, ge=1, le=64, description="nm: weights kept per group.")
     m: int = Field(4, ge=2, le=64, description="nm: group size along the input channels.")
     iterations: int = Field(
@@ -117,6 +128,11 @@ class PruneConfig(StageConfig):
             self.importance != "l1" or self.round_to is not None or self.attention_heads
         ):
             raise ValueError("'importance', 'round_to' and 'attention_heads' apply to method structured")
+        if self.reconstruct != "none" and (self.method != "structured" or self.iterations != 1 or self.schedule.epochs):
+            raise ValueError(
+                "reconstruct applies to one-shot structured pruning without fine-tuning inside the stage "
+                "(iterations 1, schedule.epochs 0); a finetune or distill stage may follow"
+            )
         if self.method == "nm" and self.schedule.kind == "gradual":
             raise ValueError("N:M sparsity has no gradual schedule; use kind oneshot with epochs")
         if self.schedule.kind == "gradual":
@@ -230,6 +246,22 @@ def prune_structured(module: Any, config: PruneConfig, context: Any, example: tu
     return {"ignored": ignored, "steps": history}
 
 
+def reconstruct_layers(original: Any, module: Any, config: PruneConfig, context: Any) -> dict[str, Any]:
+    """Least-squares reconstruction of the narrowed Linear layers (``compressctl.pruning.reconstruct``)."""
+    from compressctl.pruning.reconstruct import reconstruct
+    from compressctl.training import to_tensors
+
+    data = context.data.calibration.head(config.reconstruct_samples)
+    batches = [to_tensors(inputs) for inputs, _ in data.batches(context.batch_size)]
+    result = reconstruct(original, module, batches)
+    if not result["solved"]:
+        log.warning(
+            "prune reconstruct: no Linear layer was re-solved (%s)",
+            "; ".join(f"{k}: {v}" for k, v in result["skipped"].items()) or "no Linear layer lost inputs",
+        )
+    return result
+
+
 def sparse_targets(module: Any, config: PruneConfig, example: tuple[Any, ...]) -> dict[str, Any]:
     """The Conv/Linear weights a sparse method may touch."""
     from torch import nn
@@ -336,6 +368,10 @@ class PruneRunner(Runner):
         edit = None
         if config.method == "structured":
             details = prune_structured(module, config, context, example)
+            if config.reconstruct == "least_squares":
+                original = copy.deepcopy(artifact.module).eval()
+                details["reconstruct"] = reconstruct_layers(original, module, config, context)
+                del original
         else:
             details = prune_sparse(module, config, context, example)
             names = sorted(sparse_targets(module, config, example))

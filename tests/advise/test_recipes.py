@@ -70,6 +70,15 @@ def test_a_recipe_may_give_slimming_and_recovery_fine_tunings_of_their_own(tmp_p
     assert recovery_stage(plain) == ADVISE_STAGES[1]
 
 
+def test_a_least_squares_candidate_re_solves_when_pruning_and_may_skip_the_recovery(recipe):
+    solved = {"layer_amounts": HALF, "reconstruct": "least_squares", "quantize": "int8"}
+    stages = stages_of(recipe, dict(solved, recovery="none"))
+    assert [s["type"] for s in stages] == ["train", "prune", "export", "quantize"]
+    assert stages[1]["reconstruct"] == "least_squares"
+    trained = stages_of(recipe, dict(solved, recovery="train"))
+    assert [s["type"] for s in trained] == ["train", "prune", "finetune", "export", "quantize"]
+
+
 @pytest.mark.parametrize(("order", "expected"), [("before", ["lowrank", "prune"]), ("after", ["prune", "lowrank"])])
 def test_lowrank_goes_where_the_stage_order_says(recipe, order, expected):
     candidate = {

@@ -204,3 +204,26 @@ def test_guided_starting_point_prunes_cheap_slow_groups_hardest():
     # stem: more latency share, no sensitivity; layer1.conv1: sensitive and bounded at 0.5
     assert guided["prune.layer_amounts:stem.0"] == 0.7 and guided["prune.layer_amounts:layer1.conv1"] == 0.3
     assert points[-1]["lowrank.method"] == "tucker" and points[-1]["advise.lowrank_order"] == "after"
+
+
+def test_least_squares_reconstruction_is_searched_where_groups_hold_linear_layers():
+    from compressctl.advise.search import starting_points
+
+    assert "prune.reconstruct" not in dims(torch_space(op_types={"MatMul", "Gather"}, mode="dynamic"))
+    space = torch_space(op_types={"MatMul", "Gather", "Linear"}, mode="dynamic")
+    found = dims(space)
+    assert found["prune.reconstruct"].choices == ("none", "least_squares")
+    assert found["advise.recovery"].choices == ("train", "none")
+    assert found["advise.recovery"].when == (("prune.reconstruct", ("least_squares",)),)
+    values = space.fill({"prune.layer_amounts:stem.0": 0.25, "prune.reconstruct": "least_squares"})
+    values["advise.recovery"] = "none"
+    candidate = space.candidate(values)
+    assert candidate["reconstruct"] == "least_squares" and candidate["recovery"] == "none"
+    unpruned = space.fill({"prune.reconstruct": "least_squares", "advise.recovery": "none"})
+    assert "reconstruct" not in space.candidate(unpruned)  # nothing pruned: nothing to re-solve
+    solved = [space.candidate(p) for p in starting_points(space) if space.candidate(p).get("reconstruct")]
+    # the cheap group (the stem) at 25 and 50 %, re-solved, with no training after
+    assert [(p["layer_amounts"]["stem.0"], p["layer_amounts"]["layer1.conv1"], p["recovery"]) for p in solved] == [
+        (0.25, 0.0, "none"),
+        (0.5, 0.0, "none"),
+    ]
