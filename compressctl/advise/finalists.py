@@ -149,19 +149,24 @@ def pruning_level(candidate: dict[str, Any]) -> float:
     return sum(amounts.values()) / len(amounts) if amounts else 0.0
 
 
+PRUNING_KEYS = ("layer_amounts", "importance", "reconstruct", "recovery")  # how a candidate prunes
+
+
 def prunes_harder(fast: dict[str, Any], safe: dict[str, Any]) -> bool:
-    """``fast`` is ``safe`` pruned at least as hard in every group and harder in one, all else equal."""
-    rest = {k: v for k, v in fast.items() if k != "layer_amounts"}
-    if rest != {k: v for k, v in safe.items() if k != "layer_amounts"}:
-        return False
+    """``fast`` is ``safe`` pruned at least as hard in every group and harder in one, all else equal (where
+    ``safe`` prunes nothing, how ``fast`` prunes is its own: ranking, reconstruction, recovery)."""
     a, b = fast.get("layer_amounts") or {}, safe.get("layer_amounts") or {}
+    ignored = PRUNING_KEYS if not any(b.values()) else ("layer_amounts",)
+    if {k: v for k, v in fast.items() if k not in ignored} != {k: v for k, v in safe.items() if k not in ignored}:
+        return False
     return set(a) == set(b) and all(a[k] >= b[k] for k in a) and any(a[k] > b[k] for k in a)
 
 
 def bisection(finalists: list[dict[str, Any]], budget: Budget) -> tuple[dict[str, Any], dict, dict] | None:
     """The next candidate between the most pruned finalist that kept accuracy and the least pruned one of
-    its harder-pruned twins that lost too much, each group's ratio halfway, as a record for ``confirm`` with
-    that pair (safe, fast); None when there is no such pair.
+    its harder-pruned twins that lost too much (of those pruned as little, the most faithful), each group's
+    ratio halfway and pruned the twin's way, as a record for ``confirm`` with that pair (safe, fast); None
+    when there is no such pair.
 
     Proxies fine-tune briefly, so the search ranks candidates near the accuracy limit poorly; full
     runs on either side of it bracket the heaviest pruning that keeps accuracy, and halving the
@@ -171,10 +176,10 @@ def bisection(finalists: list[dict[str, Any]], budget: Budget) -> tuple[dict[str
     for safe in kept:
         harder = [f for f in lost if prunes_harder(f["candidate"], safe["candidate"])]
         if harder:
-            fast = min(harder, key=lambda f: pruning_level(f["candidate"]))
+            fast = min(harder, key=lambda f: (pruning_level(f["candidate"]), f["figures"].get("accuracy_drop", 1.0)))
             a, b = fast["candidate"]["layer_amounts"], safe["candidate"]["layer_amounts"]
             middle = {k: round((a[k] + b[k]) / 2, 3) for k in a}
-            candidate = {**safe["candidate"], "layer_amounts": middle}
+            candidate = {**fast["candidate"], "layer_amounts": middle}
             if all(f["candidate"] != candidate for f in finalists):
                 return {"trial": None, "candidate": candidate, "figures": {}}, safe, fast
     return None

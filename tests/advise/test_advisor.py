@@ -240,6 +240,14 @@ def test_bisection_halves_the_pruning_between_finalists_either_side_of_the_accur
     assert bisection([safe, finalist(2, 0.7, 0.001)], budget) is None
     assert bisection([safe, finalist(2, 0.7, 0.008, "l1")], budget) is None
     assert bisection([finalist(1, 0.5, 0.0, gates=False), lost], budget) is None  # a failed gate is not "safe"
+    # an unpruned safe side has no way of pruning: the twin's (here re-solved, untrained), the most faithful first
+    unpruned = dict(finalist(1, 0.0, 0.0, "l1"), candidate={"layer_amounts": {"a": 0.0, "b": 0.0}, "quantize": "int8"})
+    distilled = finalist(2, 0.5, 0.012, "l1")
+    solved = finalist(3, 0.5, 0.006, "l1")
+    solved["candidate"].update(reconstruct="least_squares", recovery="none")
+    record, low, high = bisection([unpruned, distilled, solved], budget)
+    assert (low, high) == (unpruned, solved)
+    assert record["candidate"] == dict(solved["candidate"], layer_amounts={"a": 0.25, "b": 0.125})
 
 
 def test_finalist_runs_time_only_the_gate_batch_briefly():
