@@ -7,6 +7,10 @@
   globally or per layer; the zeros show in ``nonzero_params`` and the zipped size.
 * ``nm`` keeps N of every M consecutive input weights (2:4 by default).
 
+``reconstruct: least_squares`` (one-shot structured) then re-solves each narrowed
+Linear layer on calibration data so it reproduces the unpruned model's outputs,
+with no training (``compressctl.pruning.reconstruct``).
+
 Schedules: one shot, ``iterations: K`` (prune → fine-tune, K times, up to the
 target), or ``schedule: {kind: gradual, epochs: N}`` (sparsity rises on a cubic
 ramp during N epochs of fine-tuning, Zhu & Gupta 2017). Sparse weights are
