@@ -237,8 +237,7 @@ def torch_stages(
         stages.append(lowrank_stage(rule))
     plugins = plugin_stages(recipe, candidate)
     stages += plugins
-    trained = candidate.get("recovery") != "none" or rule is not None or plugins
-    if (amounts or rule is not None or plugins) and trained:
+    if (amounts and candidate.get("recovery") != "none") or rule is not None or plugins:
         recovery = recovery_stage(recipe)
         if finetune_epochs is not None:
             recovery["epochs"] = finetune_epochs

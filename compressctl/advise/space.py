@@ -181,18 +181,22 @@ def offered(tag: dict[str, Any], op_types: set[str] | None) -> dict[str, Any]:
     return dict(tag, choices=[c for c in tag["choices"] if c not in needs or needs[c] in op_types])
 
 
-def model_op_types(bench: Any) -> set[str] | None:
+def model_op_types(bench: Any, groups: list[Layer] = ()) -> set[str] | None:
     """What a tag's ``needs`` is checked against: the baseline graph's op types with a constant weight,
-    and ``BatchNormalization`` when the torch model has batch norms (exporters may fold them into convs,
-    so the graph cannot say). None when there is no baseline graph to read."""
+    ``BatchNormalization`` when the torch model has batch norms (exporters may fold them into convs,
+    so the graph cannot say), and ``Linear`` when one of the prunable ``groups`` narrows an ``nn.Linear``
+    (what ``prune.reconstruct`` re-solves). None when there is no baseline graph to read."""
     if bench.baseline_path is None:
         return None
     found = weighted_op_types(bench.baseline_path)
     if bench.module is not None:
         from torch import nn
 
-        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in bench.module.modules()):
+        modules = dict(bench.module.named_modules())
+        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in modules.values()):
             found.add("BatchNormalization")
+        if any(isinstance(modules.get(member), nn.Linear) for group in groups for member in group.members):
+            found.add("Linear")
     return found
 
 
@@ -291,18 +295,8 @@ def build_space(bench: Any, analysis: dict[str, Any] | None = None) -> Space:
         layers["layer"] = conv_layers(bench, analysis)
     recipe_types = {stage.type for stage in bench.recipe.stages}
     mode = next((stage.mode for stage in bench.recipe.stages if stage.type == "quantize"), "static")
-    op_types = model_op_types(bench)
-    if op_types is not None and not onnx_only and linear_groups(bench, layers["layer_group"]):
-        op_types.add("Linear")
+    op_types = model_op_types(bench, layers.get("layer_group", []))
     return space_from(searched_runners(recipe_types, onnx_only), layers, onnx_only, op_types, mode)
-
-
-def linear_groups(bench: Any, groups: list[Layer]) -> bool:
-    """Whether some prunable group narrows a Linear layer (what ``prune.reconstruct`` re-solves)."""
-    from torch import nn
-
-    modules = dict(bench.module.named_modules())
-    return any(isinstance(modules.get(member), nn.Linear) for group in groups for member in group.members)
 
 
 # -- from values to a candidate ------------------------------------------------------------------------

@@ -57,7 +57,7 @@ def kept_outputs(old: Any, new: Any) -> list[int] | None:
     where: dict[float, list[int]] = {}
     for index, value in enumerate(old.bias.detach().tolist()):
         where.setdefault(value, []).append(index)
-    kept = [where.get(value, [-1, -1]) for value in new.bias.detach().tolist()]
+    kept = [where.get(value, []) for value in new.bias.detach().tolist()]
     if any(len(options) != 1 for options in kept):
         return None
     indices = [options[0] for options in kept]

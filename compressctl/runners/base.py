@@ -74,8 +74,9 @@ def searched(**tag: Any) -> dict[str, Any]:
     dimension (each choice sets one of them); ``models="torch" | "onnx"``: only for
     torch models or only for ONNX-only ones; ``needs={"choice": "OpType"}``: that choice
     only for models whose ONNX graph has a node of that op type with a constant weight
-    (dynamic INT8 and int4 act on MatMuls), or batch norms for ``BatchNormalization``
-    (``bn_scale`` ranks channels by them). See ``compressctl.advise.space``.
+    (dynamic INT8 and int4 act on MatMuls), batch norms for ``BatchNormalization``
+    (``bn_scale`` ranks channels by them), or a prunable group narrowing an ``nn.Linear`` for ``Linear``
+    (``reconstruct`` re-solves those). See ``compressctl.advise.space``.
     """
     return {"search": tag}
 

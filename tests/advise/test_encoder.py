@@ -54,6 +54,9 @@ def test_the_encoders_space_prunes_ffn_and_heads_and_searches_its_quantization(e
     members = [set(group.members) for group in groups]
     assert {"encoder.layers.0.linear1"} in members  # the FFN's hidden units, a group of their own
     assert {"encoder.layers.0.linear2"} in members  # the residual width, rooted at the FFN's output
+    # its groups narrow Linear layers: least-squares reconstruction is offered, with or without training after
+    assert found["prune.reconstruct"].choices == ("none", "least_squares")
+    assert found["advise.recovery"].choices == ("train", "none")
     import onnx
 
     op_types = {n.name: n.op_type for n in onnx.load(bench.baseline_path).graph.node}
